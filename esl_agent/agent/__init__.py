@@ -1,0 +1,1 @@
+"""The agent: tools, contacts, prompt and conversation history."""

@@ -1,0 +1,1 @@
+"""Operations: health and metrics, cost, daily digest, deploy."""

@@ -1,0 +1,1 @@
+"""The voice pipeline inside a call: turns, barge-in, sentences, greetings, the conversation."""

@@ -1,0 +1,1 @@
+"""Dial policy, rendered FreeSWITCH/firewall config, audit trail."""

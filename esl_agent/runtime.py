@@ -1,0 +1,24 @@
+"""The one place that patches the process for gevent and prepares grpc for it.
+
+Call `init()` first thing in every entry point (CLI, tests' conftest, benchmarks). It is idempotent.
+"""
+
+from __future__ import annotations
+
+_done = False
+
+
+def init() -> None:
+    """Monkey-patch the standard library for gevent and, if grpc is installed, init its gevent mode."""
+    global _done
+    if _done:
+        return
+    _done = True
+    from gevent import monkey
+
+    monkey.patch_all()
+    try:
+        import grpc.experimental.gevent as grpc_gevent
+    except ImportError:  # grpc is an optional extra
+        return
+    grpc_gevent.init_gevent()

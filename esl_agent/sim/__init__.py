@@ -1,0 +1,1 @@
+"""Simulators: FreeSWITCH (event socket + audio fork) and loopback provider servers."""

@@ -1,0 +1,5 @@
+"""Shared test set-up: gevent patching happens once, before anything opens a socket."""
+
+from esl_agent import runtime
+
+runtime.init()
