@@ -83,7 +83,7 @@ class OfflineSttSettings:
 
 @dataclass(frozen=True)
 class SttSettings:
-    provider: Literal["google", "offline", "scripted"] = "offline"
+    provider: Literal["google", "offline"] = "offline"
     language: str = "en-US"
     google: GoogleSttSettings = field(default_factory=GoogleSttSettings)
     offline: OfflineSttSettings = field(default_factory=OfflineSttSettings)
