@@ -1,0 +1,48 @@
+"""Groq chat completions via the groq SDK (OpenAI chunk format, decoded by openai_chat)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+import groq
+
+from esl_agent.config import HttpLlmSettings
+from esl_agent.providers.base import LlmEvent, Message, ToolSpec, TurnToken
+from esl_agent.providers.openai_chat import chat_stream, to_chat_messages, to_chat_tools
+
+
+class GroqLanguageModel:
+    """Streams replies from Groq (`base_url` empty = https://api.groq.com); no SDK retries."""
+
+    def __init__(
+        self,
+        options: HttpLlmSettings,
+        *,
+        base_url: str,
+        api_key: str,
+        timeout: float = 20.0,
+        connect_timeout: float = 3.0,
+    ) -> None:
+        self.name = "groq"
+        self.options = options
+        self.client = groq.Groq(
+            api_key=api_key or "missing-key",
+            base_url=base_url or None,
+            max_retries=0,
+            timeout=groq.Timeout(timeout, connect=connect_timeout),
+        )
+
+    def stream(
+        self, messages: Sequence[Message], tools: Sequence[ToolSpec], turn: TurnToken
+    ) -> Iterator[LlmEvent]:
+        """Stream one reply: TextDelta..., ToolCall..., then Usage."""
+        request = {
+            "model": self.options.model,
+            "messages": to_chat_messages(messages),
+            "max_tokens": self.options.max_tokens,
+            "temperature": self.options.temperature,
+            "stream": True,  # Groq reports usage in the final chunk's x_groq
+        }
+        if tools:
+            request["tools"] = to_chat_tools(tools)
+        return chat_stream(self.client.chat.completions.create, groq, self.name, request, turn)

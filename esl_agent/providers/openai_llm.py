@@ -1,0 +1,53 @@
+"""Any OpenAI-compatible chat endpoint (OpenAI, Ollama, vLLM, llama.cpp) via the openai SDK."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+import openai
+
+from esl_agent.config import HttpLlmSettings
+from esl_agent.providers.base import LlmEvent, Message, ToolSpec, TurnToken
+from esl_agent.providers.openai_chat import chat_stream, to_chat_messages, to_chat_tools
+
+# Local servers (Ollama, llama.cpp) need no key, but the SDK insists on a non-empty one.
+_NO_KEY = "not-needed"
+
+
+class OpenAiLanguageModel:
+    """Streams replies from `base_url` + `/chat/completions`; retries are left to failover."""
+
+    def __init__(
+        self,
+        options: HttpLlmSettings,
+        *,
+        base_url: str,
+        api_key: str = "",
+        timeout: float = 20.0,
+        connect_timeout: float = 3.0,
+        name: str = "openai",
+    ) -> None:
+        self.name = name
+        self.options = options
+        self.client = openai.OpenAI(
+            api_key=api_key or _NO_KEY,
+            base_url=base_url or None,
+            max_retries=0,
+            timeout=openai.Timeout(timeout, connect=connect_timeout),
+        )
+
+    def stream(
+        self, messages: Sequence[Message], tools: Sequence[ToolSpec], turn: TurnToken
+    ) -> Iterator[LlmEvent]:
+        """Stream one reply: TextDelta..., ToolCall..., then Usage."""
+        request = {
+            "model": self.options.model,
+            "messages": to_chat_messages(messages),
+            "max_tokens": self.options.max_tokens,
+            "temperature": self.options.temperature,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        }
+        if tools:
+            request["tools"] = to_chat_tools(tools)
+        return chat_stream(self.client.chat.completions.create, openai, self.name, request, turn)

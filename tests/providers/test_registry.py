@@ -1,0 +1,47 @@
+"""The registry builds configured providers and explains missing extras and secrets."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+
+from esl_agent.config import HttpLlmSettings, LlmSettings, TtsSettings
+from esl_agent.errors import ConfigError
+from esl_agent.providers import registry
+from esl_agent.providers.base import LanguageModel, NoTurn, TextToSpeech, Usage
+
+
+def test_build_llm_chain_in_order():
+    settings = LlmSettings(chain=["openai", "anthropic", "scripted"], first_token_timeout=0.7,
+                           anthropic=HttpLlmSettings(model="c", api_key_env="TEST_ANT_KEY"))
+    llm = registry.build_llm(settings, env={"TEST_ANT_KEY": "secret"})
+    assert isinstance(llm, LanguageModel)
+    assert [p.name for p in llm.chain] == ["openai", "anthropic", "scripted"]
+    assert llm.first_token_timeout == 0.7
+    assert llm.chain[1].client.api_key == "secret"
+
+
+def test_default_chain_is_scripted_and_answers():
+    llm = registry.build_llm(LlmSettings(), env={})
+    events = list(llm.stream([], [], NoTurn()))
+    assert isinstance(events[-1], Usage) and events[-1].provider == "scripted"
+
+
+def test_missing_secret_is_a_config_error():
+    settings = LlmSettings(chain=["groq"])
+    with pytest.raises(ConfigError, match="GROQ_API_KEY"):
+        registry.build_llm(settings, env={})
+
+
+def test_missing_optional_package_names_the_extra(monkeypatch):
+    monkeypatch.delitem(sys.modules, "esl_agent.providers.groq_llm", raising=False)
+    monkeypatch.setitem(sys.modules, "groq", None)
+    with pytest.raises(ConfigError, match=r"groq.*esl-agent\[groq\]"):
+        registry.build_llm(LlmSettings(chain=["groq"]), env={"GROQ_API_KEY": "k"})
+
+
+def test_build_tts_tone():
+    tts = registry.build_tts(TtsSettings(provider="tone"), sample_rate=8000)
+    assert isinstance(tts, TextToSpeech) and tts.sample_rate == 8000
+    assert len(b"".join(tts.synthesize("hello", NoTurn()))) == 5 * 60 * 8 * 2
