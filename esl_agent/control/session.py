@@ -59,7 +59,7 @@ class EslSession(OutboundSession):
                 try:
                     data = self.sock.recv(_RECV_BYTES)
                 except OSError:
-                    break
+                    data = b""  # a reset is an end of stream; a cut-off message is still reported
                 if not data:
                     self._parser.check_eof()
                     break
