@@ -143,7 +143,7 @@ class Call:
             self.log.info("call ended while we worked (%s)", self.hangup_cause or "socket closed")
         except _Fallback as exc:
             self.fallback(str(exc))
-        except Exception as exc:  # noqa: BLE001 - every failure must end in a clean fallback
+        except Exception as exc:
             self.log.exception("call failed: %s", exc)
             self.fallback(f"controller error: {type(exc).__name__}")
         finally:
@@ -222,7 +222,7 @@ class Call:
         if self.handler is not None:
             try:
                 self.handler.close()
-            except Exception:  # noqa: BLE001
+            except Exception:
                 self.log.exception("handler close failed")
         self._unregister(self)
         if self.fork is not None and not self.fork.closed:
@@ -264,7 +264,7 @@ class Call:
                 self.hangup("NORMAL_TEMPORARY_FAILURE")
         except (CallGone, gevent.Timeout):
             pass
-        except Exception:  # noqa: BLE001
+        except Exception:
             self.log.exception("fallback failed; hanging up")
             self.hangup("NORMAL_TEMPORARY_FAILURE")
 
@@ -464,7 +464,7 @@ class Call:
     def _close_handler(self, handler: CallHandler) -> None:
         try:
             handler.close()
-        except Exception:  # noqa: BLE001
+        except Exception:
             self.log.exception("handler close failed")
 
     def _on_playback_start(self, event: EslEvent) -> None:

@@ -105,7 +105,7 @@ def test_audio_back_reaches_the_client(server) -> None:
 
 
 def test_unknown_call_is_rejected_and_server_keeps_serving(server) -> None:
-    srv, sinks = server
+    srv, _sinks = server
     stranger = Client(srv.port, "/fork/no-such-call")
     events = stranger.read_events(RejectConnection)
     assert any(isinstance(e, RejectConnection) and e.status_code == 404 for e in events)
@@ -142,7 +142,7 @@ def test_oversized_message_closes_with_1009_and_others_continue(server) -> None:
 
 
 def test_garbage_instead_of_an_upgrade(server) -> None:
-    srv, sinks = server
+    srv, _sinks = server
     sock = gevent.socket.create_connection(("127.0.0.1", srv.port))
     sock.sendall(b"\x16\x03\x01 this is not http\r\n\r\n")
     with gevent.Timeout(3):
