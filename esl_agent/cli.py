@@ -18,6 +18,7 @@ from esl_agent.errors import ConfigError
 # Modules that add sub-commands, in the order `--help` lists them.
 COMMAND_MODULES = [
     "esl_agent.commands",
+    "esl_agent.policy.commands",
 ]
 
 
