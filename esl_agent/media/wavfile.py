@@ -72,6 +72,7 @@ def write_wav(
     os.close(fd)
     try:
         _write_wav_file(Path(tmp), pcm, sample_rate)
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; FreeSWITCH often runs as another user
         os.replace(tmp, target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
