@@ -93,6 +93,10 @@ class ToolResult:
 
 
 _SPOKEN_INVALID = "I'm sorry, that doesn't look like a phone number I can dial."
+_UNAUDITED = (
+    "The transfer could not be recorded, so nothing was dialled. Tell the caller: \"I'm sorry, "
+    "I can't place that call right now.\" Then offer to take a message."
+)
 
 
 class AgentTools:
@@ -244,7 +248,8 @@ class AgentTools:
                 )
             if _EXTENSION.fullmatch(target):
                 decision: Any = _LocalDecision(True, target, "allow:contact extension")
-                self._audit(target, decision, source="contact", contact=contact.id)
+                if not self._audit(target, decision, source="contact", contact=contact.id):
+                    return _error(_UNAUDITED)
                 return self._approved(target, contact.name)
             return self._checked_transfer(target, contact.name, source="contact", contact=contact.id)
         return self._checked_transfer(number, "", source="spoken")
@@ -264,7 +269,9 @@ class AgentTools:
             decision = _LocalDecision(
                 False, _printable(str(decision.number)), "deny:unsafe destination", _SPOKEN_INVALID
             )
-        self._audit(str(decision.number), decision, **fields)
+        audited = self._audit(str(decision.number), decision, **fields)
+        if decision.allowed and not audited:
+            return _error(_UNAUDITED)
         if not decision.allowed:
             self._log.info(
                 "transfer denied",
@@ -389,13 +396,14 @@ class AgentTools:
 
     # ------------------------------------------------------------------------------ helpers
 
-    def _audit(self, number: str, decision: Any, **fields: Any) -> None:
+    def _audit(self, number: str, decision: Any, **fields: Any) -> bool:
+        """Record the decision; False if the audit trail could not be written."""
         try:
-            self.audit.append(
-                "agent", "transfer", number, decision, call_uuid=self.call.caller.uuid, **fields
-            )
+            self.audit.append("agent", "transfer", number, decision, call_uuid=self.call.caller.uuid, **fields)
         except Exception:
             self._log.exception("audit append failed")
+            return False
+        return True
 
 
 class _BadArguments(ValueError):

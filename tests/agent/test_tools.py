@@ -206,3 +206,34 @@ def test_non_dict_arguments_and_failing_policy(env) -> None:  # type: ignore[no-
     result = run(tools, "transfer_call", number="+43 1 234 5678")
     assert result.is_error and call.transfers == []
     assert audit.entries[-1]["decision"].rule == "error:policy failed"
+
+
+def test_unaudited_transfer_is_refused(env) -> None:  # type: ignore[no-untyped-def]
+    tools, call, _, _ = env
+
+    class BrokenAudit:
+        def append(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+            raise OSError(28, "No space left on device")
+
+    tools.audit = BrokenAudit()
+    for args in ({"name": "Anna Berger"}, {"name": "Markus"}, {"number": "+43 1 234 5678"}):
+        result = run(tools, "transfer_call", **args)
+        assert result.is_error and result.after_speech is None and "can't place that call" in result.content
+    assert call.transfers == []
+
+
+def test_with_real_dial_policy_and_audit_log(env, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from esl_agent.policy.audit import AuditLog
+    from esl_agent.policy.dialing import DialPolicy
+
+    tools, call, _, _ = env
+    tools.policy = DialPolicy.from_file(Path(__file__).resolve().parents[2] / "conf" / "policy.yaml")
+    tools.audit = AuditLog(tmp_path / "audit.log")
+    denied = run(tools, "transfer_call", number="0900 123456")
+    assert denied.is_error and "premium" in denied.content and call.transfers == []
+    allowed = run(tools, "transfer_call", name="Anna Berger")
+    assert allowed.after_speech is not None and allowed.after_speech().ok
+    assert call.transfers == [("+436767654321", "XML", "agents")]
+    records = [json.loads(line) for line in (tmp_path / "audit.log").read_text().splitlines()]
+    assert [(r["action"], r["allowed"]) for r in records] == [("transfer", False), ("transfer", True)]
+    assert records[1]["number"] == "+436767654321" and records[1]["contact"] == "anna-berger"
