@@ -1,6 +1,6 @@
 """The system prompt: persona and company from AgentSettings, caller context, phone speech rules.
 
-`system_prompt(settings, contact, greeting=...)` builds the first message of every conversation.
+`build_system_prompt(settings, contact, greeting=...)` builds the first message of every conversation.
 A custom `agent.system_prompt` replaces the built-in persona paragraph ({name}, {company} and
 {language} are filled in); the caller context and the phone rules are always added, because the
 pipeline and the tools rely on them.
@@ -13,7 +13,7 @@ from datetime import datetime
 from esl_agent.agent.contacts import Contact
 from esl_agent.config import AgentSettings
 
-__all__ = ["PHONE_RULES", "language_name", "system_prompt"]
+__all__ = ["PHONE_RULES", "build_system_prompt", "language_name"]
 
 _LANGUAGES = {
     "en": "English",
@@ -47,7 +47,7 @@ def language_name(language: str) -> str:
     return _LANGUAGES.get(language.split("-")[0].lower(), language)
 
 
-def system_prompt(
+def build_system_prompt(
     settings: AgentSettings,
     contact: Contact | None = None,
     *,

@@ -168,7 +168,9 @@ class GreetingCache:
             report = WarmReport()
             tts = self.tts
             plan: dict[str, str] = {}
-            for contact in [None, *self.contacts.all()]:
+            # Only contacts with a number can be recognised by caller ID, so only they need a file.
+            callers = [c for c in self.contacts.all() if c.numbers]
+            for contact in [None, *callers]:
                 text = self.text_for(contact)
                 plan[self.key_for(contact, text, tts)] = text
             self.cache_dir.mkdir(parents=True, exist_ok=True)

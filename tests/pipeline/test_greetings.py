@@ -28,6 +28,8 @@ contacts:
   - name: Anna Berger
     numbers: ["+43 1 234 56 78"]
     greeting: "Hello Anna, welcome back!"
+  - name: Support Desk
+    transfer: "300"
 """
 
 
