@@ -37,7 +37,8 @@ def test_unknown_and_withheld_caller() -> None:
 
 
 def test_custom_prompt_fields_and_stray_braces() -> None:
-    custom = build_system_prompt(AgentSettings(name="Max", company="ACME", system_prompt="I am {name} of {company} {x}"))
+    settings = AgentSettings(name="Max", company="ACME", system_prompt="I am {name} of {company} {x}")
+    custom = build_system_prompt(settings)
     assert custom.startswith("I am Max of ACME {x}")
     assert PHONE_RULES in custom  # rules are always appended
     verbatim = build_system_prompt(AgentSettings(system_prompt="Use {braces"))
