@@ -181,6 +181,22 @@ _CURRENCY_BEFORE = re.compile(r"(€|\$|£)\s?(\d[\d.,]*\d|\d)")
 _CURRENCY_AFTER = re.compile(r"(\d[\d.,]*\d|\d)\s?(€|EUR|USD|CHF)(?!\w)")
 _MARKDOWN = re.compile(r"\*\*|__|`|^\s*#+\s*|^\s*[-*•]\s+", re.MULTILINE)
 
+_ISO_DATE = re.compile(r"(?<![\d.\-])(\d{4})-(\d{2})-(\d{2})(?![\d\-])")
+_DOT_DATE = re.compile(r"(?<![\d.])(\d{1,2})\.(\d{1,2})\.(\d{4})(?![\d.])")
+_RANGE = re.compile(r"(?<![\w.,\-])(\d{1,4})\s?[-–]\s?(\d{1,4})(?![\w\-]|[.,]\d)")
+_MINUS = re.compile(r"(?<![\w\-])-(?=\d)")
+_CODE = re.compile(r"\b(?=[A-Za-z]*\d)(?=\d*[A-Za-z])[A-Za-z0-9]{2,12}\b(?![.,]\d)")
+_DE_DATIVE = re.compile(r"\b(?:am|vom|zum|ab|bis)\s*$", re.IGNORECASE)
+
+_EN_MONTHS = [
+    "January", "February", "March", "April", "May", "June", "July", "August", "September",
+    "October", "November", "December",
+]
+_DE_MONTHS = [
+    "Januar", "Februar", "März", "April", "Mai", "Juni", "Juli", "August", "September",
+    "Oktober", "November", "Dezember",
+]
+
 _EN_ORDINALS = {
     "one": "first", "two": "second", "three": "third", "five": "fifth", "eight": "eighth",
     "nine": "ninth", "twelve": "twelfth",
@@ -194,14 +210,59 @@ def for_speech(text: str, language: str = "en-US") -> str:
     text = _EMAIL.sub(lambda m: _speak_address(m.group(0), lang), text)
     text = _URL.sub(lambda m: _speak_address(re.sub(r"^https?://", "", m.group(0)), lang), text)
     text = _TIME.sub(lambda m: lang.time(int(m.group(1)), int(m.group(2))), text)
+    text = _ISO_DATE.sub(lambda m: _date(m, int(m.group(3)), int(m.group(2)), int(m.group(1)), lang), text)
+    text = _DOT_DATE.sub(lambda m: _date(m, int(m.group(1)), int(m.group(2)), int(m.group(3)), lang), text)
     text = _currency(text, lang)
     if lang is _EN:
         text = _ORDINAL_EN.sub(lambda m: _en_ordinal(int(m.group(1))), text)
+    text = _CODE.sub(lambda m: _spell_code(m.group(0), lang), text)
     text = _DIGIT_RUN.sub(lambda m: _digit_run(m.group(1), lang), text)
+    to = " to " if lang is _EN else " bis "
+    text = _RANGE.sub(lambda m: m.group(1) + to + m.group(2), text)
+    text = _MINUS.sub("minus ", text)
     pattern = _DE_NUMBER if lang is _DE else _EN_NUMBER
     text = pattern.sub(lambda m: _number(m.group(1), m.group(2), lang), text)
     text = text.replace("%", f" {lang.percent}").replace("&", f" {lang.and_word} ")
     return re.sub(r"[ \t]{2,}", " ", text).strip()
+
+
+def _date(m: re.Match[str], day: int, month: int, year: int, lang: _Lang) -> str:
+    if not (1 <= month <= 12 and 1 <= day <= 31):
+        return m.group(0)
+    if lang is _EN:
+        return f"{_EN_MONTHS[month - 1]} {_en_ordinal(day)}, {_en_year(year)}"
+    dative = bool(_DE_DATIVE.search(m.string[: m.start()]))
+    return f"{_de_ordinal(day, dative)} {_DE_MONTHS[month - 1]} {_de_year(year)}"
+
+
+def _en_year(year: int) -> str:
+    if 1100 <= year <= 1999 or 2010 <= year <= 2099:
+        high, low = divmod(year, 100)
+        if low == 0:
+            return f"{_en_cardinal(high)} hundred"
+        return f"{_en_cardinal(high)} " + (f"oh {_en_cardinal(low)}" if low < 10 else _en_cardinal(low))
+    return _en_cardinal(year)
+
+
+def _de_year(year: int) -> str:
+    if 1100 <= year <= 1999:
+        high, low = divmod(year, 100)
+        return f"{_de_cardinal(high)}hundert" + (_de_cardinal(low) if low else "")
+    return _de_cardinal(year)
+
+
+def _de_ordinal(n: int, dative: bool) -> str:
+    stem = {1: "erst", 3: "dritt", 7: "siebt", 8: "acht"}.get(n)
+    if stem is None:
+        stem = _de_cardinal(n) + ("t" if n < 20 else "st")
+    return stem + ("en" if dative else "e")
+
+
+def _spell_code(code: str, lang: _Lang) -> str:
+    """'A1B2' -> 'A one B two': codes and references read character by character."""
+    if re.fullmatch(r"\d{1,3}(?:st|nd|rd|th)", code, re.IGNORECASE):
+        return code  # an English ordinal, not a code
+    return " ".join(lang.digits[int(ch)] if ch.isdigit() else ch.upper() for ch in code)
 
 
 def _digit_run(run: str, lang: _Lang) -> str:

@@ -22,6 +22,13 @@ EN = [
     ("**Sure.** Here it is", "Sure. Here it is"),
     ("- first point", "first point"),
     ("No numbers here.", "No numbers here."),
+    ("-5 degrees", "minus five degrees"),
+    ("3-4 days", "three to four days"),
+    ("on 2026-11-25", "on November twenty-fifth, twenty twenty-six"),
+    ("born 30.6.1905", "born June thirtieth, nineteen oh five"),
+    ("Reference A1B2C3", "Reference A one B two C three"),
+    ("COVID-19", "COVID-nineteen"),
+    ("13.13.2020", "13.13.2020"),  # not a date: left alone rather than misread
 ]
 
 
@@ -39,6 +46,10 @@ DE = [
     ("3,5 Prozent und 1.500 Leute", "drei Komma fünf Prozent und eintausendfünfhundert Leute"),
     ("Das kostet 3,50 €.", "Das kostet drei Euro fünfzig."),
     ("anna.berger@example.com", "anna Punkt berger ät example Punkt com"),
+    ("am 1.3.2027 um 10:00", "am ersten März zweitausendsiebenundzwanzig um zehn Uhr"),
+    ("der 3.10.1990", "der dritte Oktober neunzehnhundertneunzig"),
+    ("2-3 Tage", "zwei bis drei Tage"),
+    ("Kennung B2B", "Kennung B zwei B"),
 ]
 
 
