@@ -228,7 +228,7 @@ class GreetingCache:
         if self.settings.warm_on_start:
             self._safe_warm()
         while not self._stopping:
-            self._wake.wait(timeout=self.settings.watch_interval)
+            self._wake.wait(timeout=max(self.settings.watch_interval, 0.01))
             self._wake.clear()
             if self._stopping:
                 break
