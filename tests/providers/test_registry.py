@@ -6,10 +6,17 @@ import sys
 
 import pytest
 
-from esl_agent.config import HttpLlmSettings, LlmSettings, TtsSettings
+from esl_agent.config import (
+    GoogleSttSettings,
+    GoogleTtsSettings,
+    HttpLlmSettings,
+    LlmSettings,
+    SttSettings,
+    TtsSettings,
+)
 from esl_agent.errors import ConfigError
 from esl_agent.providers import registry
-from esl_agent.providers.base import LanguageModel, NoTurn, TextToSpeech, Usage
+from esl_agent.providers.base import LanguageModel, NoTurn, SpeechToText, TextToSpeech, Usage
 
 
 def test_build_llm_chain_in_order():
@@ -45,3 +52,19 @@ def test_build_tts_tone():
     tts = registry.build_tts(TtsSettings(provider="tone"), sample_rate=8000)
     assert isinstance(tts, TextToSpeech) and tts.sample_rate == 8000
     assert len(b"".join(tts.synthesize("hello", NoTurn()))) == 5 * 60 * 8 * 2
+
+
+def test_build_stt_offline_and_google():
+    stt = registry.build_stt(SttSettings(provider="offline"))
+    assert isinstance(stt, SpeechToText) and stt.name == "offline"
+    google = registry.build_stt(SttSettings(
+        provider="google", google=GoogleSttSettings(endpoint="127.0.0.1:9", insecure=True)))
+    assert isinstance(google, SpeechToText) and google.name == "google"
+
+
+def test_build_tts_offline_and_google():
+    offline = registry.build_tts(TtsSettings(provider="offline"), sample_rate=16000)
+    assert offline.sample_rate == 16000 and offline.voice == "en_US-joe-medium"
+    google = registry.build_tts(TtsSettings(
+        provider="google", google=GoogleTtsSettings(endpoint="127.0.0.1:9", insecure=True)))
+    assert isinstance(google, TextToSpeech) and google.voice == "en-US-Chirp3-HD-Kore"
