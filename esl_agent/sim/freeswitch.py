@@ -268,6 +268,7 @@ class SimulatedCall:
 
         # socket / listener state
         self._sock: socket.socket | None = None
+        self.partial_writes = 0
         self._wlock = gevent.lock.Semaphore()
         self.connected = False  # `connect` received
         self.session_open = False
@@ -515,8 +516,9 @@ class SimulatedCall:
                     while pos < len(data):
                         step = random.randint(1, max(2, len(data) // 3))
                         sock.sendall(data[pos:pos + step])
+                        self.partial_writes += 1
                         pos += step
-                        gevent.sleep(0)
+                        gevent.sleep(0.001)
                 else:
                     sock.sendall(data)
             except OSError:
