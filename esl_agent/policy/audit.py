@@ -23,7 +23,7 @@ import os
 import secrets
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -57,8 +57,9 @@ def _digest(record: Mapping[str, Any]) -> str:
 class AuditLog:
     """Append-only, hash-chained JSON-lines log of outbound attempts."""
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(self, path: str | os.PathLike[str], clock: Callable[[], float] = time.time) -> None:
         self.path = Path(path)
+        self._clock = clock
         self._lock = threading.Lock()  # gevent-patched in the controller
 
     def append(self, actor: str, action: str, number: str, decision: Decision, **fields: Any) -> dict:
@@ -78,7 +79,7 @@ class AuditLog:
                     prev, seq = _last_record(fh)
                     record: dict[str, Any] = {
                         "seq": seq + 1,
-                        "ts": round(time.time(), 3),
+                        "ts": round(self._clock(), 3),
                         "actor": actor,
                         "action": action,
                         "number": number,
