@@ -234,10 +234,9 @@ class FakeForkServer:
                 conn.closed.set()
                 conn.changed.set()
                 return
-            if not conn.request:
-                conn.raw_in += data
-                if b"\r\n\r\n" in conn.raw_in:
-                    conn.request = bytes(conn.raw_in[: conn.raw_in.index(b"\r\n\r\n") + 4])
+            conn.raw_in += data
+            if not conn.request and b"\r\n\r\n" in conn.raw_in:
+                conn.request = bytes(conn.raw_in[: conn.raw_in.index(b"\r\n\r\n") + 4])
             conn.ws.receive_data(data)
             for ev in conn.ws.events():
                 now = time.monotonic() - t0
