@@ -19,6 +19,7 @@ from esl_agent.errors import ConfigError
 COMMAND_MODULES = [
     "esl_agent.commands",
     "esl_agent.policy.commands",
+    "esl_agent.sim.commands",
 ]
 
 
