@@ -260,6 +260,8 @@ class SimulatedCall:
             self.vars[k[len("variable_"):]] = v
         for name, value in (sip_headers or {}).items():
             self._insert_sip_header(name, value)
+        if sim.send_silence_when_idle:  # fact 18: the dialplan sets it before `socket`
+            self.set_var("send_silence_when_idle", "-1")
         # what the `socket` application itself set before connecting
         esl_host, esl_port = sim.esl_address
         self.set_var("current_application_data", f"{esl_host}:{esl_port} async full")
@@ -289,6 +291,7 @@ class SimulatedCall:
         self.forks: dict[str, ForkClient] = {}
         self._temp_files: list[str] = []
         self._stream_key: str | None = None
+        self._warned_idle = False
         self._greenlets: list[gevent.Greenlet] = []
         self._ended = gevent.event.Event()  # ESL session over
         self._hung_up = gevent.event.Event()
@@ -1241,6 +1244,7 @@ class SimulatedCall:
         n = self.frame_samples
         silence = b"\x00\x00" * n
         start = time.monotonic()
+        offset = start - self.recording.t0
         k = 0
         while not self._finished and not self._hung_up.is_set():
             k += 1
@@ -1248,8 +1252,9 @@ class SimulatedCall:
             delay = target - time.monotonic()
             if delay > 0:
                 gevent.sleep(delay)
-            t = self.recording.now()
-            played, source = self._write_side(n)
+            # the media timer's time: frames stay contiguous even when a tick runs late
+            t = round(offset + k * frame_s, 6)
+            played, source = self._write_side(n, t)
             out = played if played is not None else silence
             self.recording.write_frame(t, out, source)
             self.caller.hear(t, out, played is not None)
@@ -1257,8 +1262,7 @@ class SimulatedCall:
             for fork in list(self.forks.values()):
                 fork.push_audio(caller_pcm, out)
 
-    def _write_side(self, n: int) -> tuple[bytes | None, str | None]:
-        t = self.recording.now()
+    def _write_side(self, n: int, t: float) -> tuple[bytes | None, str | None]:
         pb_frame: bytes | None = None
         pb = self.playback
         if pb is not None and not pb.done.is_set():
@@ -1282,7 +1286,13 @@ class SimulatedCall:
                                                interrupted=False, heard_samples=pb.pos)
                     pb.done.set()
         stream_frame: bytes | None = None
-        for fork in self.forks.values():
+        writing = self.sim.send_silence_when_idle or pb_frame is not None
+        streams = any(f.playout is not None for f in self.forks.values())
+        if not writing and streams and not self._warned_idle:
+            self._warned_idle = True
+            self.record("note", what="streamed audio not written: the parked channel "
+                        "writes no frames without send_silence_when_idle (fact 18)")
+        for fork in self.forks.values() if writing else ():
             if fork.playout is not None and not fork.closed:
                 f = fork.playout.next_frame(n)
                 if f is not None:
@@ -1335,6 +1345,7 @@ class FreeSwitchSimulator:
         faults: Faults | None = None,
         transfer_hold_s: float = 0.5,
         crash_on_early_fork: bool = True,
+        send_silence_when_idle: bool = True,
     ) -> None:
         if fork_mode not in ("stream", "play_audio"):
             raise ValueError(f"fork_mode must be 'stream' or 'play_audio', not {fork_mode!r}")
@@ -1349,6 +1360,7 @@ class FreeSwitchSimulator:
         self.faults = faults or Faults()
         self.transfer_hold_s = transfer_hold_s
         self.crash_on_early_fork = crash_on_early_fork
+        self.send_silence_when_idle = send_silence_when_idle
         self.core_uuid = str(uuidlib.uuid4())
         self.calls: list[SimulatedCall] = []
         self.calls_by_uuid: dict[str, SimulatedCall] = {}
