@@ -74,6 +74,13 @@ class ReplyRecord:
         self._rounds[-1].sentences.append(sentence)
         return sentence
 
+    def unsay(self, sentence: SpokenSentence) -> None:
+        """Forget a sentence that was queued but will never be spoken (its audio failed)."""
+        for rnd in self._rounds:
+            if sentence in rnd.sentences:
+                rnd.sentences.remove(sentence)
+                return
+
     @property
     def sentences(self) -> list[SpokenSentence]:
         """Every spoken piece in playback order (fillers included)."""
