@@ -8,6 +8,7 @@ from datetime import date, timedelta
 from pathlib import Path
 
 from esl_agent.errors import ConfigError
+from esl_agent.ops import deploy as deploy_mod
 from esl_agent.ops import digest as digest_mod
 from esl_agent.ops.cost import Rates
 from esl_agent.policy import lint, render
@@ -58,6 +59,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--mail-from", default="esl-agent@localhost")
     p.add_argument("--mail-to", default="")
     p.set_defaults(func=_digest)
+
+    p = sub.add_parser("verify-hardening", help="fs_cli/ufw/ss checks on the server (green/red per check)")
+    p.add_argument("--policy", default=DEFAULT_POLICY)
+    p.add_argument("--fs-cli", default="fs_cli")
+    p.add_argument("--no-ufw", action="store_true", help="skip the ufw check (nftables hosts)")
+    p.add_argument("--no-color", action="store_true")
+    p.set_defaults(func=_verify_hardening)
 
 
 def _usage(parser: argparse.ArgumentParser) -> int:
@@ -136,3 +144,13 @@ def _digest(args: argparse.Namespace) -> int:
         digest_mod.send_mail(d, host=host, port=int(port), sender=args.mail_from, to=args.mail_to)
         print(f"mailed to {args.mail_to}")
     return 0 if d.audit_ok is not False else 1
+
+
+def _verify_hardening(args: argparse.Namespace) -> int:
+    policy = DialPolicy.from_file(args.policy)
+    checks = deploy_mod.verify(policy, fs_cli=args.fs_cli, ufw=not args.no_ufw)
+    for check in checks:
+        print(check.line(color=not args.no_color and sys.stdout.isatty()))
+    failed = sum(not c.ok for c in checks)
+    print(f"{len(checks) - failed}/{len(checks)} checks passed")
+    return 1 if failed else 0
