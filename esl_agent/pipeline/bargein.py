@@ -39,6 +39,7 @@ class PlaybackView:
     sentence: str = ""  # the sentence being played
     previous: str = ""  # the one before it (echo reaches the recogniser late)
     elapsed_ms: float = 0.0  # playback position inside `sentence`
+    paused: bool = False  # playback stopped for a possible interruption: no start gate
 
 
 @dataclass(frozen=True)
@@ -96,7 +97,7 @@ class BargeInDetector:
             return self._because(Decision.IGNORE, "echo of our own sentence")
         if transcript.final:
             return self._because(Decision.INTERRUPT, "final transcript with real words")
-        if view.sentence and view.elapsed_ms < tuning.gate_ms:
+        if view.sentence and not view.paused and view.elapsed_ms < tuning.gate_ms:
             return self._because(Decision.IGNORE, "sentence start gate")
         if len(words) >= tuning.min_words:
             return self._because(Decision.INTERRUPT, f"{len(words)} words")

@@ -199,6 +199,7 @@ class _Utterance:
 
 
 _END = object()
+_HEARD_TOLERANCE_MS = 250.0  # heard accounting of file playbacks is only this exact
 
 
 @dataclass(eq=False)
@@ -218,6 +219,7 @@ class _Reply:
     finished: gevent.event.Event = field(default_factory=gevent.event.Event)
     after_speech: list[Callable[[], Any]] = field(default_factory=list)
     ends_call: bool = False
+    done_sending: bool = False
     worker: gevent.Greenlet | None = None
     tts_jobs: list[gevent.Greenlet] = field(default_factory=list)
     tts_slots: gevent.lock.Semaphore = field(default_factory=lambda: gevent.lock.Semaphore(3))
@@ -416,9 +418,11 @@ class Conversation:
             self.clock.sleep(min(2.0, 0.1 * failures))
 
     def _on_transcript(self, transcript: Transcript) -> None:
+        reply = self._reply
+        if reply is not None and not reply.finished.is_set() and self._heard_all(reply):
+            self._complete(reply)  # heard in full a moment ago: speech now is a new turn
         if self._closed or self._ending:
             return
-        reply = self._reply
         if reply is not None and self._busy(reply):
             decision = self.detector.assess(transcript)
             if decision is Decision.IGNORE:
@@ -689,32 +693,41 @@ class Conversation:
                 reply.record.unsay(dropped.spoken)
 
     def _finish(self, reply: _Reply) -> None:
-        """After the last utterance was sent: wait until heard, run tool actions, listen again."""
-        turn = reply.turn
-        heard = self._wait_heard(reply)
-        if turn.cancelled or self._closed:
+        """After the last utterance was sent: wait until it was heard, then complete the turn."""
+        reply.done_sending = True
+        deadline = self.clock.now() + self._reply_ms(reply) / 1000.0 + 3.0
+        while not reply.finished.is_set():
+            if reply.turn.cancelled or self._closed:
+                return
+            if self._heard_all(reply):
+                break
+            if self.clock.now() > deadline and reply.resume_gate.is_set():
+                self.log.warning("playback end not seen in time; going on", extra={"turn": reply.turn.id})
+                break
+            remaining = self._reply_ms(reply) - self._position(reply)
+            self.clock.sleep(min(0.1, max(0.02, remaining / 1000.0)))
+        self._complete(reply)
+
+    def _heard_all(self, reply: _Reply) -> bool:
+        """Everything of the reply was sent and played (within a small tolerance)."""
+        return (
+            reply.done_sending
+            and reply.resume_gate.is_set()
+            and not self.call.playing()
+            and self._position(reply) >= self._reply_ms(reply) - _HEARD_TOLERANCE_MS
+        )
+
+    def _complete(self, reply: _Reply) -> None:
+        """The reply was heard: run its tool actions (transfer, hang-up) or listen again. Once."""
+        if reply.finished.is_set() or reply.turn.cancelled or self._closed:
             return
         reply.finished.set()
-        if heard and (reply.after_speech or reply.ends_call):
+        if reply.after_speech or reply.ends_call:
             self._ending = reply.ends_call
             callbacks = list(reply.after_speech)
             self._group.spawn(self._run_after_speech, callbacks, reply.ends_call)
             return
-        self._publish("listening", turn.id)
-
-    def _wait_heard(self, reply: _Reply) -> bool:
-        """Block until the reply's audio has been played (or the turn ends); False if cancelled."""
-        deadline = self.clock.now() + self._reply_ms(reply) / 1000.0 + 10.0
-        while True:
-            if reply.turn.cancelled or self._closed:
-                return False
-            if reply.resume_gate.is_set() and not self.call.playing():
-                return True
-            if self.clock.now() > deadline:
-                self.log.warning("playback did not report its end; going on")
-                return True
-            remaining = self._reply_ms(reply) - self._position(reply)
-            self.clock.sleep(min(0.1, max(0.02, remaining / 1000.0)))
+        self._publish("listening", reply.turn.id)
 
     def _run_after_speech(self, callbacks: list[Callable[[], Any]], ends_call: bool) -> None:
         """Transfer / hang up once the confirmation was heard. Not interruptible once started."""
@@ -739,6 +752,7 @@ class Conversation:
     # ============================================================== barge-in
 
     def _busy(self, reply: _Reply) -> bool:
+        """The reply is still being generated, spoken or paused (caller speech may interrupt it)."""
         return not reply.finished.is_set() or reply.paused_at is not None or self.call.playing()
 
     def _position(self, reply: _Reply) -> float:
@@ -769,7 +783,10 @@ class Conversation:
             return PlaybackView("thinking")
         index, elapsed = where
         previous = sentences[index - 1].text if index > 0 else ""
-        return PlaybackView("speaking", sentence=sentences[index].text, previous=previous, elapsed_ms=elapsed)
+        return PlaybackView(
+            "speaking", sentence=sentences[index].text, previous=previous, elapsed_ms=elapsed,
+            paused=reply.paused_at is not None,
+        )
 
     def _interrupt(self, reason: str) -> None:
         """Cancel the current reply: new turn id, silence at once, history cut to what was heard."""

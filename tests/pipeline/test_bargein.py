@@ -56,6 +56,8 @@ def test_start_of_sentence_gate_ignores_interims_but_not_finals() -> None:
     assert d.last_reason == "sentence start gate"
     assert d.assess(Transcript("wait a second", final=True)) is Decision.INTERRUPT
     assert detector(speaking(elapsed_ms=400)).assess(interim("wait a second")) is Decision.INTERRUPT
+    paused = PlaybackView("speaking", sentence=SENTENCE, elapsed_ms=100, paused=True)
+    assert detector(paused).assess(interim("wait a second")) is Decision.INTERRUPT  # nothing plays
 
 
 def test_too_few_words_pause_for_the_false_interruption_check() -> None:

@@ -443,3 +443,16 @@ def test_failed_after_speech_action_is_spoken_about(world_factory) -> None:
     w.call.play_all()
     turn = w.reply_turn(after=first)
     wait_until(lambda: w.call.audio_of_turn(turn) == tone("Sorry, that did not work."))
+
+
+def test_speech_right_after_the_confirmation_does_not_cancel_the_transfer(world_factory) -> None:
+    call_tool = ToolCall("t1", "transfer_call", {"name": "Anna"})
+    w = world_factory([[call_tool], deltas("Connecting you to Anna now.")])
+    w.tools.results["transfer_call"] = transfer_result(w.call, "+43123456789")
+    start_reply(w, "put me through to Anna", "Connecting you to Anna now.")
+    w.call.play_all()
+    w.stt.say("thank you so much", final=False)
+    w.stt.say("thank you so much")
+    wait_until(lambda: w.call.transfers == ["+43123456789"])
+    wait_until(lambda: w.stt.stream.queue.empty())
+    assert w.call.stops == 0 and len(w.llm.calls) == 2
