@@ -399,16 +399,16 @@ class ForkClient:
         self.closed = True
         self._out_ready.set()
         self.call.end_stream_segment(interrupted=True)
-        gevent.spawn_later(0.5, self._close_socket)
+        self._greenlets.append(gevent.spawn_later(0.5, self._close_socket))
 
     def shutdown(self) -> None:
         """At hangup/cleanup: close normally and stop every greenlet."""
         self._close(1000, record="hangup")
         self._close_socket()
         cur = gevent.getcurrent()
-        for g in self._greenlets:
-            if g is not cur:
-                g.kill(block=False)
+        others = [g for g in self._greenlets if g is not cur and not g.dead]
+        self._greenlets = []
+        gevent.killall(others, block=False)
 
     def _close_socket(self) -> None:
         sock, self._sock = self._sock, None
@@ -455,14 +455,18 @@ class ForkClient:
                 elif isinstance(ev, Ping):
                     self._send_now(ev.response())
                 elif isinstance(ev, CloseConnection):
-                    self._on_server_close(ev)
+                    if self.closed:  # the echo of our own close (stop / hangup): no event
+                        self._close_socket()
+                    else:
+                        self._on_server_close(ev)
                     return
 
     def _on_server_close(self, ev: CloseConnection) -> None:
         """Fact 14: echo the close and fire `mod_audio_fork::disconnect` (no body)."""
         self.call.record("ws", dir="S->C", op="close", code=ev.code, reason=ev.reason,
                          bug=self.bugname)
-        if self._ws is not None and self._sock is not None:
+        if self._ws is not None and self._sock is not None \
+                and self._ws.state == ConnectionState.REMOTE_CLOSING:
             try:
                 self._sock.sendall(self._ws.send(ev.response()))
             except OSError:

@@ -295,6 +295,7 @@ class SimulatedCall:
         self._greenlets: list[gevent.Greenlet] = []
         self._ended = gevent.event.Event()  # ESL session over
         self._hung_up = gevent.event.Event()
+        self._done = gevent.event.Event()  # ended + hung up + cleaned up
         self._finished = False
         self._hangup_lock = gevent.lock.Semaphore()
 
@@ -304,12 +305,23 @@ class SimulatedCall:
         return self.recording.timeline
 
     def wait(self, timeout: float | None = None) -> bool:
-        """Block until the event-socket session has ended; True if it did within `timeout`."""
-        return self._ended.wait(timeout)
+        """Block until the event-socket session has ended (and the call is cleaned up: every
+        greenlet of the call stopped, temp files gone); True if that happened within `timeout`."""
+        return self._done.wait(timeout)
+
+    def _spawn(self, fn: Callable[..., Any], *args: Any) -> gevent.Greenlet:
+        g = gevent.spawn(fn, *args)
+        self._greenlets.append(g)
+        return g
+
+    def _spawn_later(self, seconds: float, fn: Callable[..., Any], *args: Any) -> gevent.Greenlet:
+        g = gevent.spawn_later(seconds, fn, *args)
+        self._greenlets.append(g)
+        return g
 
     def hangup(self, cause: str = "NORMAL_CLEARING") -> None:
         """The caller hangs up now (ORIGINATOR_CANCEL before answer is the usual cause)."""
-        gevent.spawn(self._do_hangup, cause, "recv_bye", "caller")
+        self._spawn(self._do_hangup, cause, "recv_bye", "caller")
 
     def save(self, wav_path: str | Path, json_path: str | Path) -> None:
         self.recording.save(wav_path, json_path)
@@ -337,6 +349,7 @@ class SimulatedCall:
             self.log.warning("socket app could not connect to %s:%s", host, port)
             self._ended.set()
             self._hung_up.set()
+            self._maybe_finish()
             return
         sock.settimeout(None)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -582,7 +595,7 @@ class SimulatedCall:
         self.record("esl_closed", why=why)
         if self.answer_state != "hangup":
             # "has executed the last dialplan instruction": the core hangs up the channel
-            gevent.spawn(self._do_hangup, "NORMAL_CLEARING", "send_bye", "dialplan end")
+            self._spawn(self._do_hangup, "NORMAL_CLEARING", "send_bye", "dialplan end")
         self._ended.set()
         self._maybe_finish()
 
@@ -762,7 +775,7 @@ class SimulatedCall:
             self._apps_ready.set()
         elif command == "hangup":
             cause = cmd.header("hangup-cause") or "NORMAL_CLEARING"
-            gevent.spawn_later(0.02, self._do_hangup, cause, "send_bye", "sendmsg hangup")
+            self._spawn_later(0.02, self._do_hangup, cause, "send_bye", "sendmsg hangup")
         else:
             self.record("ignored_sendmsg", command=command)
 
@@ -780,7 +793,7 @@ class SimulatedCall:
                      ("Job-Command", parts[0]), ("Job-Command-Arg", parts[1] if len(parts) > 1 else "")]
             self.fire("BACKGROUND_JOB", base, out)
 
-        gevent.spawn(run)
+        self._spawn(run)
 
     def _cmd_api(self, cmd: esl_codec.Command) -> None:
         out = self._api_output(cmd.arg)
@@ -824,7 +837,7 @@ class SimulatedCall:
         if call is None:
             return "-ERR No such channel!\n"
         cause = tokens[1] if len(tokens) > 1 and tokens[1] else "NORMAL_CLEARING"
-        gevent.spawn(call._do_hangup, cause, "send_bye", "uuid_kill")
+        call._spawn(call._do_hangup, cause, "send_bye", "uuid_kill")
         return "+OK\n"
 
     def _api_uuid_setvar(self, arg: str) -> str:
@@ -883,7 +896,7 @@ class SimulatedCall:
         dest = rest[0]
         dialplan = rest[1] if len(rest) > 1 else "XML"
         context = rest[2] if len(rest) > 2 else "public"
-        gevent.spawn(call._transfer, dest, dialplan, context)
+        call._spawn(call._transfer, dest, dialplan, context)
         return "+OK\n"
 
     def _api_uuid_broadcast(self, arg: str) -> str:
@@ -1134,7 +1147,7 @@ class SimulatedCall:
             while self._current_app is not None and time.monotonic() < deadline:
                 gevent.sleep(0.005)
         else:
-            gevent.spawn(self._hangup_tail, was_parked, disposition)
+            self._spawn(self._hangup_tail, was_parked, disposition)
             return
         self._hangup_tail(was_parked, disposition)
 
@@ -1233,9 +1246,10 @@ class SimulatedCall:
         self.record("finished")
         self.sim._call_finished(self)
         cur = gevent.getcurrent()
-        for g in self._greenlets:
-            if g is not cur:
-                g.kill(block=False)
+        others = [g for g in self._greenlets if g is not cur and not g.dead]
+        self._greenlets = []
+        self._done.set()
+        gevent.killall(others, block=True, timeout=2)
 
     # ------------------------------------------------------------------ media clock
     def _media_clock(self) -> None:

@@ -276,3 +276,21 @@ class FakeForkServer:
                     c.sock.close()
                 except OSError:
                     pass
+
+
+def sim_greenlets() -> list:
+    """Live greenlets that belong to the simulator (calls, forks, caller scripts)."""
+    import gc
+
+    from esl_agent.sim.caller import CallerRuntime
+    from esl_agent.sim.fork_client import ForkClient
+    from esl_agent.sim.freeswitch import SimulatedCall
+
+    out = []
+    for obj in gc.get_objects():
+        if isinstance(obj, gevent.Greenlet) and not obj.dead:
+            owner = getattr(getattr(obj, "_run", None), "__self__", None)
+            if isinstance(owner, SimulatedCall | ForkClient | CallerRuntime):
+                out.append(obj)
+    return out
+

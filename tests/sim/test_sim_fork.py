@@ -16,7 +16,7 @@ import pytest
 from esl_agent.sim.caller import CallerScript, speech_like, tone
 from esl_agent.sim.fork_client import StreamPlayout
 from esl_agent.sim.freeswitch import Faults, FreeSwitchSimulator
-from tests.sim.harness import EslConn, FakeEsl, event_headers
+from tests.sim.harness import EslConn, FakeEsl, event_headers, sim_greenlets
 
 pytestmark = pytest.mark.wire
 
@@ -109,8 +109,11 @@ def test_send_text_stop_and_server_close(fake_esl, fork_server) -> None:
     texts = ws.texts()
     assert texts == ['{"a":1}', '{"bye":true}']
     assert ws.frames[-1].data == "1000"
-    gevent.sleep(0.1)  # a stop from FreeSWITCH's side fires no event (fact 14)
+    # a stop from FreeSWITCH's side fires no event (fact 14), also once the echo came back
+    fork_close = [e for e in call.recording.entries("ws") if e.get("op") == "close"]
+    _until(lambda: ws.closed.is_set())
     assert conn.event_names()[mark:] == []
+    assert len(fork_close) == 1 and fork_close[0]["dir"] == "C->S"
 
     # server-initiated close: FreeSWITCH echoes it and fires disconnect
     conn.api(f"uuid_audio_fork {call.uuid} start {fork_server.url} mono 8k")
@@ -206,6 +209,8 @@ def test_play_audio_mode_writes_file_and_kill_audio_breaks_only_current(
     conn.command("sendmsg\ncall-command: hangup")
     assert call.wait(5)
     assert not Path(body["file"]).exists()
+    gevent.sleep(0)
+    assert sim_greenlets() == []
 
 
 def test_stream_mode_plays_binary_audio_marks_and_kill(fake_esl, fork_server) -> None:

@@ -10,7 +10,7 @@ import pytest
 from esl_agent.sim.esl_codec import Frame, FrameReader, parse_event_plain
 from esl_agent.sim.freeswitch import Faults, FreeSwitchSimulator
 from tests.fixture_data import chunks
-from tests.sim.harness import EslConn, FakeEsl, event_headers, event_name
+from tests.sim.harness import EslConn, FakeEsl, event_headers, event_name, sim_greenlets
 
 pytestmark = pytest.mark.wire
 
@@ -319,3 +319,22 @@ def test_fault_switches(fake_esl: FakeEsl) -> None:
     assert call2.partial_writes > 1  # the connect reply went out in several writes
     sim.shutdown()
     assert call2.wait(5)
+
+
+def test_no_greenlet_left_after_the_call(fake_esl: FakeEsl) -> None:
+    sim, call, conn = _start(fake_esl)
+    conn.command("connect")
+    conn.command("myevents")
+    conn.command("linger")
+    _answer(conn)
+    conn.command(TONE.format("tone_stream://%(5000,0,440)"))
+    conn.wait_event("CHANNEL_EXECUTE", start=len(conn.events))
+    assert sim_greenlets()
+    call.hangup("NORMAL_CLEARING")
+    conn.wait_notice("linger")
+    assert not call.wait(0.05)  # lingering forever until `exit`
+    conn.command("exit")
+    assert call.wait(5)
+    gevent.sleep(0)
+    assert sim_greenlets() == []
+    assert sim.calls_by_uuid == {}
