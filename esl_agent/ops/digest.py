@@ -25,6 +25,7 @@ from pathlib import Path
 
 from esl_agent.ops.cost import Rates, cost_per_minute
 from esl_agent.policy.audit import AuditLog
+from esl_agent.policy.dialing import OUTBOUND_CONTEXT
 
 _UUID = r"(?:[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\s+)?"
 _LOG_LINE = re.compile(
@@ -179,7 +180,7 @@ def build(
     audit: str | Path | None = None,
     fail2ban_log: str | Path | None = None,
     rates: Rates | None = None,
-    outbound_context: str = "esl_agent_outbound",
+    outbound_context: str = OUTBOUND_CONTEXT,
 ) -> Digest:
     """Count everything for calendar day `day` (YYYY-MM-DD, local time as the logs write it)."""
     rates = rates or Rates()

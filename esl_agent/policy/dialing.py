@@ -21,6 +21,7 @@ import yaml
 from esl_agent.errors import ConfigError, PolicyDenied
 
 E164 = re.compile(r"^\+[1-9]\d{7,14}$")
+OUTBOUND_CONTEXT = "esl_agent_outbound"  # the rendered dialplan context for every outbound leg
 MAX_INPUT_CHARS = 32
 MAX_DIGITS = 15
 
@@ -99,6 +100,17 @@ class Decision:
         """Raise PolicyDenied when the number is not allowed."""
         if not self.allowed:
             raise PolicyDenied(self.number, self.rule, self.spoken)
+
+    def transfer_args(self) -> str:
+        """`<E.164> XML esl_agent_outbound` for uuid_transfer; PolicyDenied if not allowed.
+
+        The only way this module hands out text for a command: an allowed decision's number has
+        passed E164, so it is '+' and digits and cannot carry dial-string syntax.
+        """
+        self.raise_if_denied()
+        if not E164.match(self.number):  # defence in depth: never build from anything else
+            raise PolicyDenied(self.number, "invalid:not E.164", SPOKEN["invalid"])
+        return f"{self.number} XML {OUTBOUND_CONTEXT}"
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from typing import Any
 from xml.sax.saxutils import escape, quoteattr
 
 from esl_agent.errors import ConfigError
-from esl_agent.policy.dialing import ANONYMOUS_REGEX, COUNTRIES, DialPolicy
+from esl_agent.policy.dialing import ANONYMOUS_REGEX, COUNTRIES, OUTBOUND_CONTEXT, DialPolicy
 
 # A missing secrets file must never mean an empty password: fall back to an unusable random one.
 _RANDOM = "od -An -N18 -tx1 /dev/urandom | tr -d ' \\n'"
@@ -415,7 +415,7 @@ def outbound_dialplan(policy: DialPolicy) -> str:
             f"""    <extension name={_a("allow:country " + iso)}>
       <condition field="destination_number" expression={_a(policy.allow_regex(iso))}>
         <action application="set" data="effective_caller_id_number={policy.dids[0] if policy.dids else ""}"/>
-        <action application="bridge" data="sofia/gateway/{escape(gateway)}/$0"/>
+        <action application="bridge" data="sofia/gateway/{escape(gateway)}/${{destination_number}}"/>
       </condition>
     </extension>"""
         )
@@ -424,9 +424,11 @@ def outbound_dialplan(policy: DialPolicy) -> str:
     return f"""<!-- {HEADER} -->
 <!-- Numbers the controller dials: blocks first, then the country allowlist (calling codes
      {names}), and no catch-all: anything else finds no route. The controller checks the
-     same policy before it builds any command; this is the second lock. -->
+     same policy before it builds any command (DialPolicy.transfer_args); routing every
+     outbound leg through this context (uuid_transfer <uuid> <E.164> XML {OUTBOUND_CONTEXT}, or
+     originate loopback/<E.164>/{OUTBOUND_CONTEXT}) makes this the second lock. -->
 <include>
-  <context name="esl_agent_outbound">
+  <context name="{OUTBOUND_CONTEXT}">
 {body}
   </context>
 </include>

@@ -259,3 +259,13 @@ def test_unreadable_policy_file(tmp_path: Path) -> None:
     bad.write_text("outbound: [unclosed\n")
     with pytest.raises(ConfigError, match="invalid YAML"):
         DialPolicy.from_file(bad)
+
+
+def test_transfer_args_only_for_allowed(policy: DialPolicy) -> None:
+    assert policy.check("0664 123 45 67").transfer_args() == "+436641234567 XML esl_agent_outbound"
+    for text in ["+881612345678", "+4366412,user/1000", "${x}", "+33123456789"]:
+        with pytest.raises(PolicyDenied):
+            policy.check(text).transfer_args()
+    forged = Decision(True, "+43664 XML default", "allow:forged", "")
+    with pytest.raises(PolicyDenied, match=r"not E\.164"):
+        forged.transfer_args()
