@@ -164,6 +164,7 @@ def test_barge_in_cancels_llm_and_tts_stops_audio_and_keeps_only_what_was_heard(
     wait_until(lambda: w.llm.calls[0].closed, what="LLM stream closed")
     assert not w.llm.calls[0].finished
     wait_until(lambda: S2 in w.tts.closed, what="TTS job of the old turn closed")
+    assert len(w.conv.timings) == 1  # cancelled by the barge-in itself, not by a later turn
     tts_gate.set()
     llm_gate.set()  # whatever the old turn still had is released now: none of it may go out
     w.stt.say("wait I have another question")
