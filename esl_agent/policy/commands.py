@@ -14,6 +14,7 @@ from esl_agent.ops.cost import Rates
 from esl_agent.policy import lint, render
 from esl_agent.policy.audit import AuditLog
 from esl_agent.policy.dialing import DialPolicy
+from esl_agent.policy.secrets import RotationError, rotate_trunk_password
 
 DEFAULT_POLICY = "conf/policy.yaml"
 
@@ -66,6 +67,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-ufw", action="store_true", help="skip the ufw check (nftables hosts)")
     p.add_argument("--no-color", action="store_true")
     p.set_defaults(func=_verify_hardening)
+
+    trunk = sub.add_parser("trunk", help="SIP trunk maintenance")
+    trunk_sub = trunk.add_subparsers(dest="trunk_command", metavar="ACTION")
+    p = trunk_sub.add_parser(
+        "rotate-password",
+        help="read the new trunk password from stdin (never an argument), write it 0600, re-register",
+    )
+    p.add_argument("--policy", default=DEFAULT_POLICY)
+    p.add_argument("--fs-cli", default="fs_cli")
+    p.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for REGED")
+    p.set_defaults(func=_rotate_password)
+    trunk.set_defaults(func=lambda a: _usage(trunk))
 
 
 def _usage(parser: argparse.ArgumentParser) -> int:
@@ -154,3 +167,24 @@ def _verify_hardening(args: argparse.Namespace) -> int:
     failed = sum(not c.ok for c in checks)
     print(f"{len(checks) - failed}/{len(checks)} checks passed")
     return 1 if failed else 0
+
+
+def _rotate_password(args: argparse.Namespace) -> int:
+    policy = DialPolicy.from_file(args.policy)
+    if sys.stdin.isatty():
+        import getpass
+
+        secret = getpass.getpass("new trunk password (not echoed): ")
+    else:
+        secret = sys.stdin.readline().rstrip("\r\n")
+    try:
+        state = rotate_trunk_password(
+            policy, secret, run=deploy_mod.run_command, fs_cli=args.fs_cli, deadline_s=args.timeout
+        )
+    except RotationError as exc:
+        print(f"esl-agent trunk rotate-password: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        secret = ""
+    print(f"trunk password rotated; gateway state {state}")
+    return 0
