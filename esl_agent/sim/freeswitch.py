@@ -1139,8 +1139,6 @@ class SimulatedCall:
                 pb.hangup = True
             if self._sleeper is not None:
                 self._sleeper.done.set()
-            for fork in list(self.forks.values()):
-                fork.shutdown()
         if not inside_app:
             # a running application completes first (its EXECUTE_COMPLETE precedes UNPARK)
             deadline = time.monotonic() + 1.0
@@ -1165,6 +1163,9 @@ class SimulatedCall:
         self.fire_channel_event(
             "CHANNEL_STATE", variables=False,
             calling=("switch_channel.c", "switch_channel_perform_set_running_state", 2408))
+        # the hangup state handler removes the media bugs: the fork closes normally (1000)
+        for fork in list(self.forks.values()):
+            fork.shutdown()
         next(_SEQUENCE)  # CHANNEL_CALLSTATE (not delivered by myevents)
         self.channel_state = "CS_REPORTING"
         self.call_state = "HANGUP"
