@@ -29,7 +29,7 @@ from esl_agent import logs
 from esl_agent.agent.history import ConversationHistory, ReplyRecord, SpokenSentence, locate
 from esl_agent.agent.speech_text import for_speech
 from esl_agent.config import PipelineSettings
-from esl_agent.errors import ProviderError
+from esl_agent.errors import ProviderError, ProviderTimeout
 from esl_agent.pipeline.bargein import BargeInDetector, Decision, PlaybackView, StateTuning
 from esl_agent.pipeline.endpointing import EndOfTurnDetector
 from esl_agent.pipeline.ports import CallControl
@@ -251,6 +251,8 @@ class Conversation:
             key press goes to the model as a request to be transferred.
         prepared: cache of filler/apology audio (default: shared by the process).
         bargein_tuning: per-state barge-in rules (default from settings).
+        llm_turn_timeout: a reply (one LLM round) must be complete within this (llm.turn_timeout).
+        tts_timeout: the longest wait for the next audio chunk of a sentence.
     """
 
     def __init__(
@@ -277,6 +279,8 @@ class Conversation:
         max_tool_rounds: int = 3,
         history_messages: int = 40,
         max_stt_restarts: int = 5,
+        llm_turn_timeout: float = 20.0,
+        tts_timeout: float = 10.0,
     ) -> None:
         self.call = call
         self.stt = stt
@@ -297,6 +301,8 @@ class Conversation:
         self.prepared = prepared or SHARED_PREPARED
         self.max_tool_rounds = max_tool_rounds
         self.max_stt_restarts = max_stt_restarts
+        self.llm_turn_timeout = llm_turn_timeout
+        self.tts_timeout = tts_timeout
         self.log = logs.call_logger(call.caller.uuid, "esl_agent.pipeline")
         self.turns = TurnClock()
         self.history = ConversationHistory("", history_messages)
@@ -397,11 +403,16 @@ class Conversation:
                 try:
                     for transcript in stream:
                         failures = 0
-                        self._on_transcript(transcript)
+                        try:
+                            self._on_transcript(transcript)
+                        except Exception:  # one bad decision must not deafen the call
+                            self.log.exception("transcript handling failed")
                         if self._closed:
                             return
                 except ProviderError as exc:
                     self.log.warning("speech recognition stream failed: %s", type(exc).__name__)
+                except Exception:
+                    self.log.exception("speech recognition stream raised")
                 finally:
                     if self._stream is stream:
                         self._stream = None
@@ -516,6 +527,10 @@ class Conversation:
         whole: list[str] = []
         calls: list[ToolCall] = []
         events = self.llm.stream(self.history.messages(), self._specs(), turn)
+        deadline = gevent.Timeout(
+            self.llm_turn_timeout, ProviderTimeout(f"no complete reply in {self.llm_turn_timeout:g} s")
+        )
+        deadline.start()
         try:
             for event in events:
                 if turn.cancelled:
@@ -541,6 +556,7 @@ class Conversation:
                     self.usage.tokens_in += event.input_tokens
                     self.usage.tokens_out += event.output_tokens
         finally:
+            deadline.cancel()
             _close(events)
         if turn.cancelled:
             return []
@@ -655,7 +671,10 @@ class Conversation:
         turn = reply.turn
         started = False
         while True:
-            item = utterance.chunks.get()
+            try:
+                item = utterance.chunks.get(timeout=self.tts_timeout)
+            except gevent.queue.Empty:
+                raise ProviderTimeout(f"no speech audio within {self.tts_timeout:g} s") from None
             if item is _END:
                 break
             if isinstance(item, ProviderError):

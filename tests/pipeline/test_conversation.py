@@ -457,3 +457,18 @@ def test_speech_right_after_the_confirmation_does_not_cancel_the_transfer(world_
     wait_until(lambda: w.call.transfers == ["+43123456789"])
     wait_until(lambda: w.stt.stream.queue.empty())
     assert w.call.stops == 0 and len(w.llm.calls) == 2
+
+
+def test_stalled_model_and_stalled_tts_end_in_an_apology(world_factory) -> None:
+    never = gevent.event.Event()
+    w = world_factory([[*deltas("Hello"), Wait(never)]], llm_turn_timeout=0.05)
+    turn = start_reply(w, "hi", APOLOGY)
+    assert w.llm.calls[0].closed and not w.llm.calls[0].finished
+    w.call.play_all()
+    wait_until(lambda: w.call.states[-1][0] == "listening")
+    w.tts.gates["stuck"] = never
+    w.llm.scripts.append(deltas("This is stuck forever. Next."))
+    w.conv.tts_timeout = 0.05
+    second = start_reply(w, "again", APOLOGY)
+    assert second > turn
+    wait_until(lambda: "This is stuck forever." in w.tts.closed, what="stuck TTS job closed")
