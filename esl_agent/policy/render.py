@@ -564,6 +564,8 @@ ignoreip = {ignore}
 [recidive]
 enabled  = true
 logpath  = /var/log/fail2ban.log
+# Every protocol: the stock recidive jail bans TCP only, and SIP probes come over UDP.
+protocol = all
 banaction = %(banaction_allports)s
 bantime  = {int(f2b['recidive_bantime'])}
 findtime = 86400

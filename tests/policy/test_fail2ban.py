@@ -73,3 +73,33 @@ def test_formats_covered() -> None:
     assert re.search(r"^\d{4}-\d\d-\d\d [\d:.]+ \[WARNING\]", text, re.M)  # old format
     assert re.search(r"^\d{4}-\d\d-\d\d [\d:.]+ \d+\.\d+% \[WARNING\]", text, re.M)  # 1.10 CPU column
     assert re.search(r"^[0-9a-f-]{36} \d{4}-", text, re.M)  # UUID-prefixed
+
+
+def test_jail_parses_with_fail2ban_client(tmp_path: Path) -> None:
+    """The rendered jail loads in Debian's fail2ban configuration, with our values."""
+    _fail2ban_regex()
+    client = shutil.which("fail2ban-client")
+    assert client, "fail2ban-client missing next to fail2ban-regex"
+    conf = tmp_path / "fail2ban"
+    shutil.copytree("/etc/fail2ban", conf)
+    for extra in (conf / "jail.d").iterdir():
+        extra.unlink()  # Debian enables sshd there; its log does not exist here
+    shutil.copy(FILTER, conf / "filter.d" / FILTER.name)
+    jail = (ROOT / "conf/fail2ban/jail.d/freeswitch-esl-agent.conf").read_text()
+    for log in ("/var/log/freeswitch/freeswitch.log", "/var/log/fail2ban.log"):
+        local = tmp_path / Path(log).name
+        local.write_text("")
+        jail = jail.replace(log, str(local))
+    (conf / "jail.d" / "freeswitch-esl-agent.conf").write_text(jail)
+    proc = subprocess.run([client, "-c", str(conf), "-d"], capture_output=True, text=True, timeout=120, check=False)
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    for jail_name in ("freeswitch-esl-agent", "recidive"):
+        assert f"['add', '{jail_name}', 'auto']" in out
+        assert f"['set', '{jail_name}', 'addignoreip', '127.0.0.1/8', '::1', '192.0.2.0/24', '198.51.100.16/28']" in out
+        assert re.search(rf"\['set', '{jail_name}', 'addaction', '\w+-allports'\]", out)
+    assert "['set', 'freeswitch-esl-agent', 'bantime', '86400']" in out
+    assert "['set', 'freeswitch-esl-agent', 'maxretry', 5]" in out
+    assert "['set', 'recidive', 'bantime', '604800']" in out
+    assert "['port', '5060,5061,5080,5081'], ['protocol', 'all']" in out
+    assert out.count("['protocol', 'all']") >= 2  # recidive bans UDP too
