@@ -958,7 +958,6 @@ class SimulatedCall:
             response = None
         if response:
             self.set_var("current_application_response", response)
-        self.set_var("current_application", app.name)
         self.fire_channel_event(
             "CHANNEL_EXECUTE_COMPLETE",
             calling=("switch_core_session.c", "switch_core_session_exec", 2967),
@@ -1031,6 +1030,7 @@ class SimulatedCall:
         self.fire_channel_event(
             "PLAYBACK_START", calling=("switch_ivr_play_say.c", "switch_ivr_play_file", 1640),
             extra=[*type_hdr, ("Playback-File-Path", target), *params])
+        self.set_var("current_application", "playback")  # re-set while playing (capture order)
         pb = _Playback(target, pcm, f"pb-{uuidlib.uuid4().hex[:8]}")
         pb.pos = min(offset, pcm.size)
         self.playback = pb

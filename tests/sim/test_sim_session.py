@@ -116,8 +116,15 @@ def test_outbound_session_matches_capture_framing(fake_esl: FakeEsl) -> None:
                   and event_name(f) != "CHANNEL_PARK"]
     our_events = [f for f in conn.frames[start:] if f.content_type == "text/event-plain"
                   and event_name(f) != "CHANNEL_PARK"]
+    dynamic = ("variable_current_loop", "variable_total_loops", "variable_current_application",
+               "variable_current_application_data", "variable_current_application_response",
+               "variable_playback_last_offset_pos", "variable_playback_seconds",
+               "variable_playback_ms", "variable_playback_samples", "variable_hangup_cause")
     for mine, real in zip(our_events, cap_events, strict=True):
         assert _non_variable_names(mine) == _non_variable_names(real), event_name(real)
+        order = [[k for k, _ in parse_event_plain(f.body)[0] if k in dynamic]
+                 for f in (mine, real)]
+        assert order[0] == order[1], event_name(real)
 
     done = [event_headers(f) for f in our_events if event_name(f) == "CHANNEL_EXECUTE_COMPLETE"]
     playback = done[0]
@@ -338,3 +345,21 @@ def test_no_greenlet_left_after_the_call(fake_esl: FakeEsl) -> None:
     gevent.sleep(0)
     assert sim_greenlets() == []
     assert sim.calls_by_uuid == {}
+
+
+def test_truncated_frame_and_abrupt_drop(fake_esl: FakeEsl) -> None:
+    sim = FreeSwitchSimulator(fake_esl.address)
+    call = sim.place_call(faults=Faults(truncated_at=0.05))
+    conn = fake_esl.accept()
+    conn.command("connect")
+    assert conn.closed.wait(5)
+    assert conn.reader.pending.startswith(b"Content-Length: ")  # a frame that never completes
+    assert call.wait(5)
+    assert call.recording.entries("fault")[0]["what"] == "truncated"
+
+    call2 = sim.place_call(faults=Faults(drop_at=0.05))
+    conn2 = fake_esl.accept()
+    conn2.command("connect")
+    assert conn2.closed.wait(5)
+    assert call2.wait(5)
+    assert call2.recording.entries("hangup")[0]["by"] == "dialplan end"
