@@ -240,7 +240,7 @@ class Conversation:
         tools: `specs()` and `execute(ToolCall)` (agent.tools.AgentTools).
         greetings: `lookup(number)`, `text_for(contact)`, `miss(number)` (pipeline.greetings).
         prompt_builder: contact (or None) -> system prompt, e.g.
-            `lambda c: prompt.system_prompt(settings.agent, c, greeting=cache.text_for(c))`.
+            `lambda c: prompt.build_system_prompt(settings.agent, c, greeting=cache.text_for(c))`.
         settings: turn taking, barge-in, sentence streaming, filler, DTMF.
         sample_rate: the fork's sample rate (audio to and from the call).
         clock: time source (tests may inject one).
