@@ -2,7 +2,8 @@
 
 Checks every .xml file under the given paths (files or directories):
 
-- default-password   `ClueCon` on the event socket, `default_password=1234` in vars.xml
+- default-password   `ClueCon` on the event socket; a literal stock or weak `default_password`
+                     in vars.xml (1234, digits only, shorter than 12 characters)
 - listen-any         a listen-ip of `::`, `0.0.0.0` or `[::]` (event socket, XML-RPC, ...)
 - acl-default        an ACL list without an explicit `default="deny"`
 - esl-no-acl         an event socket without `apply-inbound-acl`
@@ -81,8 +82,12 @@ def lint_file(path: Path) -> list[Finding]:
     out: list[Finding] = []
     if root is None:
         return [Finding("parse", where, "not well-formed XML")]
-    if re.search(r'<X-PRE-PROCESS\s+cmd="[^"]*set"\s+data="default_password=1234"', text):
-        out.append(Finding("default-password", where, "vars.xml keeps the stock default_password=1234"))
+    for m in re.finditer(r'<X-PRE-PROCESS\s+cmd="set"\s+data="default_password=([^"]*)"', text):
+        value = m.group(1)
+        if value in ("1234", "2345") or len(value) < 12 or value.isdigit():
+            out.append(
+                Finding("default-password", where, "vars.xml sets a stock or weak default_password (like 1234)")
+            )
     for elem in root.iter("param"):
         name = (elem.get("name") or "").lower()
         value = elem.get("value") or ""

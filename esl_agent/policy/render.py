@@ -171,6 +171,25 @@ _SDES = "|".join(
 )
 
 
+# The stock vanilla vars.xml ring tones (dialplans and conference configs refer to them).
+_RING_TONES = {
+    "au": "%(400,200,383,417);%(400,2000,383,417)", "be": "%(1000,3000,425)", "ca": "%(2000,4000,440,480)",
+    "cn": "%(1000,4000,450)", "cy": "%(1500,3000,425)", "cz": "%(1000,4000,425)", "de": "%(1000,4000,425)",
+    "dk": "%(1000,4000,425)", "dz": "%(1500,3500,425)", "eg": "%(2000,1000,475,375)",
+    "es": "%(1500,3000,425)", "fi": "%(1000,4000,425)", "fr": "%(1500,3500,440)",
+    "hk": "%(400,200,440,480);%(400,3000,440,480)", "hu": "%(1250,3750,425)", "il": "%(1000,3000,400)",
+    "in": "%(400,200,425,375);%(400,2000,425,375)", "jp": "%(1000,2000,420,380)",
+    "ko": "%(1000,2000,440,480)", "pk": "%(1000,2000,400)", "pl": "%(1000,4000,425)",
+    "ro": "%(1850,4150,475,425)", "rs": "%(1000,4000,425)", "ru": "%(800,3200,425)",
+    "sa": "%(1200,4600,425)", "tr": "%(2000,4000,450)", "uk": "%(400,200,400,450);%(400,2000,400,450)",
+    "us": "%(2000,4000,440,480)",
+}
+_RINGS = "\n".join(
+    [f'  <X-PRE-PROCESS cmd="set" data="{cc}-ring={tone}"/>' for cc, tone in _RING_TONES.items()]
+    + ['  <X-PRE-PROCESS cmd="set" data="bong-ring=v=-7;%(100,0,941.0,1477.0);v=-7;>=2;+=.1;%(1400,0,350,440)"/>']
+)
+
+
 def vars_xml(policy: DialPolicy) -> str:
     conf = _fs(policy)["conf_dir"]
     secrets = f"{conf}/secrets"
@@ -201,13 +220,7 @@ def vars_xml(policy: DialPolicy) -> str:
   <X-PRE-PROCESS cmd="set" data="default_areacode=1"/>
   <X-PRE-PROCESS cmd="set" data="default_country={policy.default_country}"/>
   <X-PRE-PROCESS cmd="set" data="presence_privacy=false"/>
-  <X-PRE-PROCESS cmd="set" data="au-ring=%(400,200,383,417);%(400,2000,383,417)"/>
-  <X-PRE-PROCESS cmd="set" data="be-ring=%(1000,3000,425)"/>
-  <X-PRE-PROCESS cmd="set" data="ca-ring=%(2000,4000,440,480)"/>
-  <X-PRE-PROCESS cmd="set" data="de-ring=%(1000,4000,425)"/>
-  <X-PRE-PROCESS cmd="set" data="uk-ring=%(400,200,400,450);%(400,2000,400,450)"/>
-  <X-PRE-PROCESS cmd="set" data="us-ring=%(2000,4000,440,480)"/>
-  <X-PRE-PROCESS cmd="set" data="bong-ring=v=-7;%(100,0,941.0,1477.0);v=-7;&gt;=2;+=.1;%(1400,0,350,440)"/>
+{_RINGS}
   <X-PRE-PROCESS cmd="set" data="beep=%(1000,0,640)"/>
   <X-PRE-PROCESS cmd="set" data="sit=%(274,0,913.8);%(274,0,1370.6);%(380,0,1776.7)"/>
   <X-PRE-PROCESS cmd="set" data="default_provider=example.com"/>

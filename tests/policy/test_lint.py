@@ -22,7 +22,7 @@ def findings() -> list[tuple[str, str, str]]:
 @pytest.mark.parametrize(
     ("code", "rel", "fragment"),
     [
-        ("default-password", "vars.xml", "default_password=1234"),
+        ("default-password", "vars.xml", "stock or weak default_password"),
         ("default-password", "autoload_configs/event_socket.conf.xml", "ClueCon"),
         ("listen-any", "autoload_configs/event_socket.conf.xml", "listen-ip :: listens on every interface"),
         ("listen-any", "sip_profiles/external.xml", "sip-ip 0.0.0.0"),
@@ -70,3 +70,13 @@ def test_one_pitfall_added_to_good_conf_fails(tmp_path: Path) -> None:
 def test_unparseable_xml_is_reported(tmp_path: Path) -> None:
     (tmp_path / "broken.xml").write_text("<include><context name='public'></include>")
     assert [f.code for f in lint_paths([tmp_path])] == ["parse"]
+
+
+@pytest.mark.parametrize(
+    ("value", "flagged"),
+    [("1234", True), ("2345", True), ("98765432109876", True), ("short-pw", True), ("Vq7-dk2!Lr9#pX4w", False)],
+)
+def test_default_password_strength(tmp_path: Path, value: str, flagged: bool) -> None:
+    line = f'<X-PRE-PROCESS cmd="set" data="default_password={value}"/>'
+    (tmp_path / "vars.xml").write_text(f"<include>\n  {line}\n</include>\n")
+    assert [f.code for f in lint_paths([tmp_path])] == (["default-password"] if flagged else [])
