@@ -183,6 +183,7 @@ class FakeTts:
         self.closed: list[str] = []
         self.gates: dict[str, gevent.event.Event] = {}  # text fragment -> wait before audio
         self.fail: set[str] = set()  # text fragments that raise ProviderError
+        self.latency: Callable[[str], float] | None = None  # seconds before a sentence's audio
 
     def texts(self) -> list[str]:
         return [t for _, t, _ in self.requests]
@@ -195,6 +196,8 @@ class FakeTts:
                     gate.wait()
             if any(f in text for f in self.fail):
                 raise ProviderError("tts down")
+            if self.latency is not None:
+                gevent.sleep(self.latency(text))
             audio = tone(text)
             half = len(audio) // 2 // 2 * 2
             for chunk in (audio[:half], audio[half:]):
@@ -216,6 +219,11 @@ class Wait:
 @dataclass
 class Raise:
     exc: Exception
+
+
+@dataclass
+class Sleep:
+    seconds: float
 
 
 @dataclass
@@ -256,6 +264,8 @@ class FakeLlm:
                     record.waiting = False
                 elif isinstance(step, Raise):
                     raise step.exc
+                elif isinstance(step, Sleep):
+                    gevent.sleep(step.seconds)
                 elif isinstance(step, str):
                     yield TextDelta(step)
                 else:
@@ -370,5 +380,5 @@ class FakeContacts:
 
 __all__ = [
     "FakeCall", "FakeContact", "FakeContacts", "FakeGreetings", "FakeLlm", "FakeStt", "FakeTools",
-    "FakeTts", "Raise", "ToolCall", "Usage", "Wait", "deltas", "tone", "wait_until",
+    "FakeTts", "Raise", "Sleep", "ToolCall", "Usage", "Wait", "deltas", "tone", "wait_until",
 ]
