@@ -126,6 +126,16 @@ install -d -o esl-agent -g esl-agent -m 0750 /opt/esl-agent/var
 install -d -o root -g esl-agent -m 0750 /etc/esl-agent
 [ -f /etc/esl-agent/agent.yaml ] || install -o root -g esl-agent -m 0640 /opt/esl-agent/app/conf/agent.example.yaml /etc/esl-agent/agent.yaml
 [ -f /etc/esl-agent/env ] || install -o root -g esl-agent -m 0640 /dev/null /etc/esl-agent/env
+echo "==> FreeSWITCH log directory: freeswitch.xml.fsxml there holds the expanded config, secrets included"
+install -d /var/log/freeswitch
+chmod o-rwx /var/log/freeswitch
+if [ "$FREESWITCH" = docker ]; then
+  chgrp esl-agent /var/log/freeswitch && chmod 0750 /var/log/freeswitch
+elif getent group freeswitch >/dev/null; then
+  # only the daily digest (not the controller) may read FreeSWITCH's log
+  install -d /etc/systemd/system/esl-agent-digest.service.d
+  printf '[Service]\nSupplementaryGroups=freeswitch\n' > /etc/systemd/system/esl-agent-digest.service.d/logs.conf
+fi
 echo "==> FreeSWITCH secrets (generated once, never printed)"
 install -d -m 0700 /etc/freeswitch/secrets
 new_esl_secret=0

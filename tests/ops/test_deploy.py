@@ -89,6 +89,8 @@ def test_post_install_steps_in_order(tree: tuple[Path, str]) -> None:
     assert "post-install.sh" in out and "not run" in out
     order = [
         "useradd --system",
+        "chmod o-rwx /var/log/freeswitch",  # freeswitch.xml.fsxml holds the expanded secrets
+        "SupplementaryGroups=freeswitch",
         "install -d -m 0700 /etc/freeswitch/secrets",
         "python3 -m venv /opt/esl-agent/.venv",
         "pip install -q --upgrade /opt/esl-agent/app",
