@@ -633,11 +633,10 @@ class SimulatedCall:
         if self.myevents:
             self._reply("-ERR aready enabled.")
             return
-        fmt = cmd.arg.strip().split(" ")[0].lower() if cmd.arg.strip() else "plain"
-        parts = cmd.arg.split()
-        if parts and len(parts[0]) == 36 and parts[0] != self.uuid:
-            fmt = parts[1].lower() if len(parts) > 1 else "plain"
-        self.event_format = fmt if fmt in ("plain", "json", "xml") else "plain"
+        # `myevents [<uuid>] [plain|json|xml]` (outbound: the uuid is optional)
+        parts = [p.lower() for p in cmd.arg.split() if len(p) != 36]
+        fmt = parts[0] if parts else "plain"
+        self.event_format = fmt if fmt in ("plain", "json") else "plain"
         self.myevents = True
         self._reply("+OK Events Enabled")
 
@@ -649,6 +648,7 @@ class SimulatedCall:
         fmt = "plain"
         if tokens[0].lower() in ("plain", "json", "xml"):
             fmt = tokens.pop(0).lower()
+            fmt = "plain" if fmt == "xml" else fmt  # xml is not simulated
         custom = False
         for tok in tokens:
             if custom:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 
 import gevent
@@ -363,3 +364,16 @@ def test_truncated_frame_and_abrupt_drop(fake_esl: FakeEsl) -> None:
     assert conn2.closed.wait(5)
     assert call2.wait(5)
     assert call2.recording.entries("hangup")[0]["by"] == "dialplan end"
+
+
+def test_json_event_format(fake_esl: FakeEsl) -> None:
+    sim, call, conn = _start(fake_esl)
+    conn.command("connect")
+    assert conn.command("myevents json").get("Reply-Text") == "+OK Events Enabled"
+    conn.command(ANSWER.format("b2"))
+    _until(lambda: any(f.content_type == "text/event-json" for f in conn.events))
+    frame = next(f for f in conn.events if f.content_type == "text/event-json")
+    body = json.loads(frame.body)
+    assert body["Unique-ID"] == call.uuid and body["Caller-Caller-ID-Number"] == "+4366412345"
+    assert [k for k, _ in frame.headers] == ["Content-Length", "Content-Type"]
+    sim.shutdown()
