@@ -811,7 +811,9 @@ class Conversation:
         """Cancel the current reply: new turn id, silence at once, history cut to what was heard."""
         reply = self._reply
         heard = self._position(reply) if reply is not None else 0.0
-        was_playing = reply is not None and (reply.origin_ms is not None or reply.file_text != "")
+        was_playing = reply is not None and reply.paused_at is None and (
+            reply.origin_ms is not None or reply.file_text != ""
+        )  # a paused reply was already stopped
         self.turns.interrupt(reason)
         if was_playing or self.call.playing():
             self.call.stop_audio()
@@ -823,6 +825,8 @@ class Conversation:
         if reply.record is not None:
             reply.record.cut(heard)
         reply.finished.set()
+        reply.paused_at = None
+        self._reply = None
         self.log.info("reply interrupted (%s)", reason, extra={"turn": reply.turn.id, "heard_ms": int(heard)})
         self._publish("listening", self.turns.current)
 

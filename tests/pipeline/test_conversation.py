@@ -237,6 +237,7 @@ def test_more_words_during_the_pause_interrupt(world_factory) -> None:
     w.stt.say("wait what about Sunday")
     new = w.reply_turn(after=first)
     wait_until(lambda: w.call.audio_of_turn(new) == tone("Yes?"))
+    assert w.call.stops == 1 and len(w.llm.calls) == 2
     said = [m for m in w.llm.calls[1].messages if m.role == "assistant"]
     assert "Saturdays" not in said[-1].content and "morning" not in said[-1].content
 
