@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import base64
 import json
-import logging
 import os
 import socket
 import ssl
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -39,12 +39,16 @@ from wsproto.events import (
 from wsproto.utilities import generate_accept_token
 
 if TYPE_CHECKING:
-    from esl_agent.sim.freeswitch import SimulatedCall
+    from esl_agent.sim.freeswitch import FreeSwitchSimulator, SimulatedCall
 
-log = logging.getLogger("esl_agent.sim.fork")
 
 SUBPROTOCOL = "audio.drachtio.org"
 CONNECT_TIMEOUT_S = 5.0
+AUDIO_FORK_USAGE = (
+    "-USAGE: <uuid> [start | stop | send_text | pause | resume | graceful-shutdown ] "
+    "[wss-url | path] [mono | mixed | stereo] [8000 | 16000 | 24000 | 32000 | 64000] "
+    "[bugname] [metadata]\n"
+)
 MARK_REPLY = '{{"type": "mark", "data": {{"name":"{name}", "event": "{event}"}}}}'
 
 
@@ -255,7 +259,7 @@ class ForkClient:
         try:
             self._connect()
         except Exception as exc:  # any connect problem is lws's "Unable to connect"
-            log.info("fork %s connect failed: %s", self.bugname, exc.__class__.__name__)
+            self.call.log.info("fork %s connect failed: %s", self.bugname, exc.__class__.__name__)
             self.failed = True
             self._close_socket()
             self.call.record("ws", dir="C->S", what="connect_failed", bug=self.bugname)
@@ -489,7 +493,7 @@ class ForkClient:
         try:
             msg = json.loads(text)
         except ValueError:
-            log.info("fork %s: ignoring non-JSON text frame", self.bugname)
+            self.call.log.info("fork %s: ignoring non-JSON text frame", self.bugname)
             self.call.record("ws_ignored", reason="not JSON", bug=self.bugname)
             return
         if not isinstance(msg, dict):
@@ -553,3 +557,129 @@ class ForkClient:
 
 def _compact(obj: Any) -> str:
     return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
+
+
+# ----------------------------------------------------------------------------- the API
+
+
+def audio_fork_api(sim: FreeSwitchSimulator, arg: str) -> str:
+    """`api uuid_audio_fork ...` as mod_audio_fork parses and answers it (facts 11, 15, 17, 23)."""
+    tokens = arg.strip().split(" ")
+    if len(tokens) < 2:
+        return AUDIO_FORK_USAGE
+    call = sim.calls_by_uuid.get(tokens[0])
+    if call is None or call.answer_state == "hangup" or call._finished:
+        return "-ERR Operation Failed\n"
+    sub = tokens[1]
+    if sub == "start":
+        return _fork_start(sim, call, tokens)
+    if sub == "stop":
+        return _fork_stop(call, tokens)
+    if sub == "send_text":
+        rest = tokens[2:]
+        if not rest:
+            return AUDIO_FORK_USAGE
+        bug = "audio_fork"
+        if len(rest) > 1 and not rest[0].startswith(("{", "[")):
+            bug, rest = rest[0], rest[1:]
+        fork = call.forks.get(bug)
+        if fork is None:
+            return "-ERR Operation Failed\n"
+        fork.send_text(" ".join(rest))
+        return "+OK Success\n"
+    if sub in ("pause", "resume"):
+        fork = call.forks.get(tokens[2] if len(tokens) > 2 else "audio_fork")
+        if fork is None:
+            return "-ERR Operation Failed\n"
+        fork.paused = sub == "pause"
+        return "+OK Success\n"
+    if sub == "stop_play" and sim.fork_mode == "stream":
+        for fork in call.forks.values():
+            fork.stop_play()
+        return "+OK Success\n"
+    if sub == "graceful-shutdown":
+        fork = call.forks.get(tokens[2] if len(tokens) > 2 else "audio_fork")
+        if fork is None:
+            return "-ERR Operation Failed\n"
+        fork.graceful_shutdown()
+        return "+OK Success\n"
+    return AUDIO_FORK_USAGE
+
+def _fork_start(sim: FreeSwitchSimulator, call: SimulatedCall, tokens: list[str]) -> str:
+    if len(tokens) < 5:
+        return AUDIO_FORK_USAGE
+    url, mix, rate_tok = tokens[2], tokens[3], tokens[4]
+    if mix not in ("mono", "mixed", "stereo"):
+        return "-ERR no reply\n"
+    rate = _parse_rate(rate_tok)
+    rest = [_unquote(t) for t in tokens[5:]]
+    streaming = False
+    stream_rate = 8000
+    bug = "audio_fork"
+    metadata: str | None = None
+    if sim.fork_mode == "stream" and len(tokens) >= 10:
+        bug = rest[0] or "audio_fork"
+        metadata = rest[1] or None
+        streaming = rest[2] == "true" and rest[3] == "true"
+        stream_rate = int(rest[4]) if rest[4].isdigit() else 8000
+    elif len(rest) == 1:
+        if rest[0].startswith(("{", "[")):
+            metadata = rest[0]
+        else:
+            bug = rest[0] or "audio_fork"
+    elif len(rest) >= 2:
+        bug = rest[0] or "audio_fork"
+        metadata = " ".join(rest[1:]) or None
+    if metadata is not None and not metadata.startswith(("{", "[")):
+        metadata = None
+    if call.answer_state == "ringing" and sim.crash_on_early_fork:
+        gevent.spawn_later(0.01, sim._crash,
+                           "uuid_audio_fork start on a channel that was not answered")
+        return "+OK Success\n"
+    if bug in call.forks:
+        return "-ERR Operation Failed\n"
+    fork = ForkClient(
+        call, bug, url, mix, rate, metadata, streaming=streaming, stream_rate=stream_rate,
+        jambonz=sim.fork_mode == "stream", fail_connect=call.faults.fork_connect_fails,
+    )
+    call.forks[bug] = fork
+    call.record("fork_start", bug=bug, url=url, mix=mix, rate=rate, streaming=streaming,
+                metadata=metadata)
+    fork.start()
+    return "+OK Success\n"
+
+def _fork_stop(call: SimulatedCall, tokens: list[str]) -> str:
+    rest = tokens[2:]
+    bug = "audio_fork"
+    text: str | None = None
+    if len(rest) == 1:
+        if rest[0].startswith(("{", "[")):
+            text = rest[0]
+        else:
+            bug = rest[0]
+    elif len(rest) >= 2:
+        bug, text = rest[0], " ".join(rest[1:])
+    fork = call.forks.pop(bug, None)
+    if fork is None:
+        return "-ERR Operation Failed\n"
+    call.record("fork_stop", bug=bug, text=text)
+    fork.stop(text)
+    for path in list(call._temp_files):
+        try:
+            Path(path).unlink()
+        except OSError:
+            pass
+    return "+OK Success\n"
+
+
+def _parse_rate(tok: str) -> int:
+    tok = tok.lower()
+    if tok.endswith("k") and tok[:-1].isdigit():
+        return int(tok[:-1]) * 1000
+    return int(tok) if tok.isdigit() else 8000
+
+
+def _unquote(tok: str) -> str:
+    if len(tok) >= 2 and tok[0] == tok[-1] == "'":
+        return tok[1:-1]
+    return tok

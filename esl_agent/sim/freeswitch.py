@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import email.utils
 import itertools
-import logging
 import random
 import re
 import socket
@@ -42,10 +41,8 @@ import numpy as np
 from esl_agent.logs import call_logger, redact_number
 from esl_agent.sim import esl_codec
 from esl_agent.sim.caller import CallerRuntime, CallerScript, tone
-from esl_agent.sim.fork_client import ForkClient, resample
+from esl_agent.sim.fork_client import ForkClient, audio_fork_api, resample
 from esl_agent.sim.recorder import Recorder
-
-log = logging.getLogger("esl_agent.sim")
 
 ForkMode = Literal["stream", "play_audio"]
 
@@ -65,11 +62,6 @@ Q850 = {
     "NORMAL_UNSPECIFIED": 31, "RECOVERY_ON_TIMER_EXPIRE": 102, "MEDIA_TIMEOUT": 0,
 }
 
-AUDIO_FORK_USAGE = (
-    "-USAGE: <uuid> [start | stop | send_text | pause | resume | graceful-shutdown ] "
-    "[wss-url | path] [mono | mixed | stereo] [8000 | 16000 | 24000 | 32000 | 64000] "
-    "[bugname] [metadata]\n"
-)
 
 _SEQUENCE = itertools.count(1000)
 
@@ -915,7 +907,7 @@ class SimulatedCall:
         return "+OK Message sent\n"
 
     def _api_uuid_audio_fork(self, arg: str) -> str:
-        return self.sim.audio_fork_api(self, arg)
+        return audio_fork_api(self.sim, arg)
 
     # ------------------------------------------------------------------ park loop / apps
     def _park_loop(self) -> None:
@@ -1453,134 +1445,12 @@ class FreeSwitchSimulator:
             call._drop("freeswitch crashed")
             call._maybe_finish()
 
-    # ------------------------------------------------------------------ uuid_audio_fork
-    def audio_fork_api(self, caller_call: SimulatedCall, arg: str) -> str:
-        tokens = arg.strip().split(" ")
-        if len(tokens) < 2:
-            return AUDIO_FORK_USAGE
-        call = self.calls_by_uuid.get(tokens[0])
-        if call is None or call.answer_state == "hangup" or call._finished:
-            return "-ERR Operation Failed\n"
-        sub = tokens[1]
-        if sub == "start":
-            return self._fork_start(call, tokens)
-        if sub == "stop":
-            return self._fork_stop(call, tokens)
-        if sub == "send_text":
-            rest = tokens[2:]
-            if not rest:
-                return AUDIO_FORK_USAGE
-            bug = "audio_fork"
-            if len(rest) > 1 and not rest[0].startswith(("{", "[")):
-                bug, rest = rest[0], rest[1:]
-            fork = call.forks.get(bug)
-            if fork is None:
-                return "-ERR Operation Failed\n"
-            fork.send_text(" ".join(rest))
-            return "+OK Success\n"
-        if sub in ("pause", "resume"):
-            fork = call.forks.get(tokens[2] if len(tokens) > 2 else "audio_fork")
-            if fork is None:
-                return "-ERR Operation Failed\n"
-            fork.paused = sub == "pause"
-            return "+OK Success\n"
-        if sub == "stop_play" and self.fork_mode == "stream":
-            for fork in call.forks.values():
-                fork.stop_play()
-            return "+OK Success\n"
-        if sub == "graceful-shutdown":
-            fork = call.forks.get(tokens[2] if len(tokens) > 2 else "audio_fork")
-            if fork is None:
-                return "-ERR Operation Failed\n"
-            fork.graceful_shutdown()
-            return "+OK Success\n"
-        return AUDIO_FORK_USAGE
-
-    def _fork_start(self, call: SimulatedCall, tokens: list[str]) -> str:
-        if len(tokens) < 5:
-            return AUDIO_FORK_USAGE
-        url, mix, rate_tok = tokens[2], tokens[3], tokens[4]
-        if mix not in ("mono", "mixed", "stereo"):
-            return "-ERR no reply\n"
-        rate = _parse_rate(rate_tok)
-        rest = [_unquote(t) for t in tokens[5:]]
-        streaming = False
-        stream_rate = 8000
-        bug = "audio_fork"
-        metadata: str | None = None
-        if self.fork_mode == "stream" and len(tokens) >= 10:
-            bug = rest[0] or "audio_fork"
-            metadata = rest[1] or None
-            streaming = rest[2] == "true" and rest[3] == "true"
-            stream_rate = int(rest[4]) if rest[4].isdigit() else 8000
-        elif len(rest) == 1:
-            if rest[0].startswith(("{", "[")):
-                metadata = rest[0]
-            else:
-                bug = rest[0] or "audio_fork"
-        elif len(rest) >= 2:
-            bug = rest[0] or "audio_fork"
-            metadata = " ".join(rest[1:]) or None
-        if metadata is not None and not metadata.startswith(("{", "[")):
-            metadata = None
-        if call.answer_state == "ringing" and self.crash_on_early_fork:
-            gevent.spawn_later(0.01, self._crash,
-                               "uuid_audio_fork start on a channel that was not answered")
-            return "+OK Success\n"
-        if bug in call.forks:
-            return "-ERR Operation Failed\n"
-        fork = ForkClient(
-            call, bug, url, mix, rate, metadata, streaming=streaming, stream_rate=stream_rate,
-            jambonz=self.fork_mode == "stream", fail_connect=call.faults.fork_connect_fails,
-        )
-        call.forks[bug] = fork
-        call.record("fork_start", bug=bug, url=url, mix=mix, rate=rate, streaming=streaming,
-                    metadata=metadata)
-        fork.start()
-        return "+OK Success\n"
-
-    def _fork_stop(self, call: SimulatedCall, tokens: list[str]) -> str:
-        rest = tokens[2:]
-        bug = "audio_fork"
-        text: str | None = None
-        if len(rest) == 1:
-            if rest[0].startswith(("{", "[")):
-                text = rest[0]
-            else:
-                bug = rest[0]
-        elif len(rest) >= 2:
-            bug, text = rest[0], " ".join(rest[1:])
-        fork = call.forks.pop(bug, None)
-        if fork is None:
-            return "-ERR Operation Failed\n"
-        call.record("fork_stop", bug=bug, text=text)
-        fork.stop(text)
-        for path in list(call._temp_files):
-            try:
-                Path(path).unlink()
-            except OSError:
-                pass
-        return "+OK Success\n"
-
 
 # ============================================================================ helpers
 
 
 def _now_us() -> int:
     return int(time.time() * 1_000_000)
-
-
-def _parse_rate(tok: str) -> int:
-    tok = tok.lower()
-    if tok.endswith("k") and tok[:-1].isdigit():
-        return int(tok[:-1]) * 1000
-    return int(tok) if tok.isdigit() else 8000
-
-
-def _unquote(tok: str) -> str:
-    if len(tok) >= 2 and tok[0] == tok[-1] == "'":
-        return tok[1:-1]
-    return tok
 
 
 def _event_summary(headers: list[tuple[str, str]], body: str | None) -> dict[str, Any]:
