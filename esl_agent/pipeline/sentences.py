@@ -157,7 +157,7 @@ def _token_before(buf: str, i: int) -> str:
 
 def _is_abbreviation(token: str) -> bool:
     low = token.lower()
-    if low in _ABBREVIATIONS:
+    if low in _ABBREVIATIONS or low.rsplit("-", 1)[-1] in _ABBREVIATIONS:  # "Haupt-Str."
         return True
     return len(token) == 1 and token.isalpha() and token.isupper()  # an initial: "J. Smith"
 
