@@ -36,7 +36,7 @@ from wsproto.events import (
     Ping,
     TextMessage,
 )
-from wsproto.utilities import generate_accept_token
+from wsproto.utilities import RemoteProtocolError, generate_accept_token
 
 if TYPE_CHECKING:
     from esl_agent.sim.freeswitch import FreeSwitchSimulator, SimulatedCall
@@ -445,7 +445,18 @@ class ForkClient:
                     self.call.fire_custom("mod_audio_fork::disconnect")
                 return
             self._ws.receive_data(data)
-            for ev in self._ws.events():
+            try:
+                events = list(self._ws.events())
+            except RemoteProtocolError as exc:  # lws drops a connection that breaks the protocol
+                self.call.record("ws", dir="S->C", what="protocol_error", error=str(exc)[:200],
+                                 bug=self.bugname)
+                self.closed = True
+                self._out_ready.set()
+                self.call.end_stream_segment(interrupted=True)
+                self._close_socket()
+                self.call.fire_custom("mod_audio_fork::disconnect")
+                return
+            for ev in events:
                 if isinstance(ev, TextMessage):
                     text_parts.append(ev.data)
                     if ev.message_finished:

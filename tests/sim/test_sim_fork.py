@@ -329,3 +329,17 @@ def test_caller_audio_reaches_the_fork(fake_esl, fork_server) -> None:
     utt = call.recording.entries("caller")[0]
     assert utt["what"] == "utterance" and utt["seconds"] == 0.3
     sim.shutdown()
+
+
+def test_server_breaking_the_protocol_drops_the_fork(fake_esl, fork_server) -> None:
+    sim, call, conn = _answered_call(fake_esl)
+    conn.api(f"uuid_audio_fork {call.uuid} start {fork_server.url} mono 8k")
+    ws = fork_server.wait_conn()
+    conn.wait_event("mod_audio_fork::connect")
+    ws.sock.sendall(b"\x8f\x05hello")  # reserved opcode 0xF
+    conn.wait_event("mod_audio_fork::disconnect")
+    # wsproto turns the parse failure into a close 1002, handled like a server close
+    assert any(e.get("op") == "close" and e.get("code") == 1002
+               for e in call.recording.entries("ws"))
+    assert conn.api(f"uuid_exists {call.uuid}") == "true"  # the call goes on
+    sim.shutdown()
