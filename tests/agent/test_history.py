@@ -130,3 +130,14 @@ def test_locate_and_heard_part() -> None:
     assert heard_part(SpokenSentence("alpha beta", 1000), 1000) == "alpha beta"
     assert heard_part(SpokenSentence("alpha beta", 1000), 600) == "alpha"
     assert heard_part(SpokenSentence("alpha beta", 1000), 0) == ""
+
+
+def test_unsaid_sentence_is_forgotten() -> None:
+    h = ConversationHistory("sys")
+    h.add_user("x")
+    record = h.begin_reply()
+    record.say("Spoken.").duration_ms = 300
+    dropped = record.say("Never synthesised.")
+    record.unsay(dropped)
+    assert record.text() == "Spoken."
+    assert [s.text for s in record.sentences] == ["Spoken."]
