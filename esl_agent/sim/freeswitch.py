@@ -65,6 +65,9 @@ Q850 = {
 
 _SEQUENCE = itertools.count(1000)
 
+# X- headers of the INVITE, as variable_sip_h_<name> (pass sip_headers={} for none)
+DEFAULT_SIP_HEADERS = {"X-Sim-Trunk": "esl-agent-sim"}
+
 
 # ============================================================================ template
 
@@ -250,7 +253,8 @@ class SimulatedCall:
         self.vars: OrderedDict[str, str] = OrderedDict()
         for k, v in _fill("variables", self._subst):
             self.vars[k[len("variable_"):]] = v
-        for name, value in (sip_headers or {}).items():
+        headers = DEFAULT_SIP_HEADERS if sip_headers is None else sip_headers
+        for name, value in headers.items():
             self._insert_sip_header(name, value)
         if sim.send_silence_when_idle:  # fact 18: the dialplan sets it before `socket`
             self.set_var("send_silence_when_idle", "-1")
