@@ -94,7 +94,7 @@ class AuditLog:
                     fh.write(line.encode("ascii") + b"\n")
                     fh.flush()
                     os.fsync(fh.fileno())
-            except (OSError, ValueError) as exc:
+            except (OSError, ValueError, TypeError) as exc:
                 if isinstance(exc, OSError):
                     raise AuditError(exc.errno, f"audit log {self.path}: {exc.strerror}") from None
                 raise AuditError(0, f"audit log {self.path}: {exc}") from None

@@ -294,3 +294,10 @@ def test_audit_file_is_private(tmp_path: Path) -> None:
     finally:
         os.umask(old)
     assert (tmp_path / "a.log").stat().st_mode & 0o077 == 0
+
+
+def test_unserialisable_field_is_an_audit_error(tmp_path: Path) -> None:
+    log = AuditLog(tmp_path / "a.log")
+    with pytest.raises(AuditError):
+        log.append("llm", "outbound", "+436641234567", POLICY.check("+436641234567"), blob=object())
+    assert AuditLog.verify(log.path) == (True, None)
