@@ -79,6 +79,7 @@ class OfflineSttSettings:
     hotwords: str = ""
     vad_silence_ms: int = 500  # silence that closes an utterance before Whisper runs
     vad_threshold: float = 500.0  # RMS of a 20 ms frame that counts as speech
+    interim_every_ms: int = 700  # interim transcript (beam 1) per this much voiced audio; 0 = off
 
 
 @dataclass(frozen=True)

@@ -59,6 +59,8 @@ def to_anthropic_tools(tools: Sequence[ToolSpec]) -> list[dict[str, Any]]:
     return [{"name": t.name, "description": t.description, "input_schema": t.parameters}
             for t in tools]
 
+DEFAULT_BASE_URL = "https://api.anthropic.com"
+
 
 class AnthropicLanguageModel:
     """Streams replies from the Messages API (`base_url` empty = api.anthropic.com)."""
@@ -76,7 +78,7 @@ class AnthropicLanguageModel:
         self.options = options
         self.client = anthropic.Anthropic(
             api_key=api_key or "missing-key",
-            base_url=base_url or None,
+            base_url=base_url or DEFAULT_BASE_URL,  # never the SDK's env lookup
             max_retries=0,
             timeout=anthropic.Timeout(timeout, connect=connect_timeout),
         )

@@ -46,10 +46,11 @@ class FailoverLanguageModel:
         for provider in self.chain:
             if turn.cancelled:
                 return
-            events = iter(provider.stream(messages, tools, turn))
+            events: Iterator[LlmEvent] = iter(())
             timer = gevent.Timeout(self.first_token_timeout)
             timer.start()
             try:
+                events = iter(provider.stream(messages, tools, turn))
                 first = next(events)
             except StopIteration:
                 self.last_provider = provider.name

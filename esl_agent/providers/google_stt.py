@@ -5,8 +5,9 @@ are coalesced into ~100 ms requests (always under the 25 KB limit) and fed from 
 Google ends a stream after ~305 s, so the stream is restarted before `stream_restart_seconds`:
 preferably right after a final result (nothing is lost: the old stream is half-closed and keeps
 answering for the audio it got, while new audio waits in the queue for the new stream), at the
-latest `restart grace` seconds later. If Google ends a stream with OUT_OF_RANGE or ABORTED, the
-audio not yet covered by a final result is sent again at the start of the new stream.
+latest `restart_grace` seconds later (default 10%, at most 20 s). If Google ends a stream with
+OUT_OF_RANGE or ABORTED, the audio not yet covered by a final result is sent again at the start
+of the new stream.
 Other gRPC errors surface from iteration as ProviderError.
 """
 
@@ -45,22 +46,26 @@ class GoogleSpeechToText:
         endpoint: str = "",
         credentials_file: str = "",
         request_ms: int = 100,
+        restart_grace: float | None = None,
     ) -> None:
         self.name = "google"
         self.options = options
         self.request_ms = request_ms
+        # seconds after stream_restart_seconds by which a stream is restarted even mid-utterance
+        self.restart_grace = restart_grace
         self.client = make_client(speech_v1.SpeechClient, SpeechGrpcTransport, endpoint=endpoint,
                                   insecure=options.insecure, credentials_file=credentials_file)
 
     def open_stream(self, *, sample_rate: int, language: str) -> GoogleSttStream:
-        return GoogleSttStream(self.client, self.options, sample_rate, language, self.request_ms)
+        return GoogleSttStream(self.client, self.options, sample_rate, language, self.request_ms,
+                               self.restart_grace)
 
 
 class GoogleSttStream:
     """One call's recognition: `push` L16 frames, iterate Transcripts (interim and final)."""
 
     def __init__(self, client: Any, options: GoogleSttSettings, sample_rate: int, language: str,
-                 request_ms: int = 100) -> None:
+                 request_ms: int = 100, restart_grace: float | None = None) -> None:
         self._client = client
         self._options = options
         self.sample_rate = sample_rate
@@ -88,7 +93,8 @@ class GoogleSttStream:
         self.restarts = 0  # how many times the stream was restarted (for metrics and tests)
         restart = options.stream_restart_seconds
         self._restart_after = restart
-        self._hard_restart_after = restart + min(20.0, restart * 0.1)
+        grace = min(20.0, restart * 0.1) if restart_grace is None else restart_grace
+        self._hard_restart_after = restart + grace
 
     # -- input side
     def push(self, pcm: bytes) -> None:
@@ -132,12 +138,15 @@ class GoogleSttStream:
                         got_response = True
                         yield from self._transcripts(response, session, started)
                 except _RESTARTABLE as exc:
-                    if self._ended and self._queue.empty():
-                        return
                     fruitless = 0 if got_response else fruitless + 1
                     if fruitless >= 3:
                         raise ProviderError(f"google stt: stream keeps failing: {exc.message}") from exc
                     self._swap_queue()
+                    if self._ended:  # all audio was sent already; only the unrecognised tail
+                        if not self._unacked:
+                            return
+                        self._ended = False
+                        self._queue.put(_CLOSE)  # ... is resent, then the new stream half-closes
                     resend = bytes(self._unacked)
                     self._unacked_start = 0
                     self.restarts += 1
@@ -160,12 +169,13 @@ class GoogleSttStream:
             self._finish()
 
     def _finish(self) -> None:
+        """Iteration is over (done, failed or abandoned): cancel a live call, stop the feeder."""
+        call = self._call
+        if call is not None and call.is_active():
+            call.cancel()
         if not self._ended:
             self._closed = True
-            self._queue.put(_CLOSE)
-        call = self._call
-        if call is not None and hasattr(call, "is_active") and call.is_active():
-            call.cancel()
+            self._queue.put(_STALE)
 
     def _swap_queue(self) -> None:
         """Give the next stream a fresh queue holding the audio not sent yet, in order.

@@ -10,6 +10,8 @@ from esl_agent.config import HttpLlmSettings
 from esl_agent.providers.base import LlmEvent, Message, ToolSpec, TurnToken
 from esl_agent.providers.openai_chat import chat_stream, to_chat_messages, to_chat_tools
 
+DEFAULT_BASE_URL = "https://api.groq.com"
+
 
 class GroqLanguageModel:
     """Streams replies from Groq (`base_url` empty = https://api.groq.com); no SDK retries."""
@@ -27,7 +29,7 @@ class GroqLanguageModel:
         self.options = options
         self.client = groq.Groq(
             api_key=api_key or "missing-key",
-            base_url=base_url or None,
+            base_url=base_url or DEFAULT_BASE_URL,  # never the SDK's env lookup
             max_retries=0,
             timeout=groq.Timeout(timeout, connect=connect_timeout),
         )

@@ -119,12 +119,11 @@ def transcribe(model: Any, audio: np.ndarray, *, language: str, beam_size: int, 
 class OfflineSpeechToText:
     """SpeechToText with faster-whisper; the model is shared by all streams of the process."""
 
-    def __init__(self, options: OfflineSttSettings, *, model_dir: str = "",
-                 interim_every_ms: int = 700) -> None:
+    def __init__(self, options: OfflineSttSettings, *, model_dir: str = "") -> None:
         self.name = "offline"
         self.options = options
         self.model_dir = model_dir
-        self.interim_every_ms = interim_every_ms
+        self.interim_every_ms = options.interim_every_ms
 
     def warm_up(self) -> None:
         """Load the model now instead of on the first utterance."""

@@ -10,6 +10,8 @@ from esl_agent.config import HttpLlmSettings
 from esl_agent.providers.base import LlmEvent, Message, ToolSpec, TurnToken
 from esl_agent.providers.openai_chat import chat_stream, to_chat_messages, to_chat_tools
 
+DEFAULT_BASE_URL = "https://api.openai.com/v1"
+
 # Local servers (Ollama, llama.cpp) need no key, but the SDK insists on a non-empty one.
 _NO_KEY = "not-needed"
 
@@ -31,7 +33,7 @@ class OpenAiLanguageModel:
         self.options = options
         self.client = openai.OpenAI(
             api_key=api_key or _NO_KEY,
-            base_url=base_url or None,
+            base_url=base_url or DEFAULT_BASE_URL,  # never the SDK's env lookup
             max_retries=0,
             timeout=openai.Timeout(timeout, connect=connect_timeout),
         )

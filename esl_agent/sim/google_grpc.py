@@ -41,6 +41,7 @@ from esl_agent.providers.tone_tts import tone_pcm
 _STT_SERVICE = "google.cloud.speech.v1.Speech"
 _TTS_SERVICE = "google.cloud.texttospeech.v1.TextToSpeech"
 _END = object()
+_CANCEL_GRACE = 0.1  # seconds to tell a client's cancel from its half-close
 
 
 @dataclass
@@ -178,13 +179,18 @@ class GoogleLoopbackServer:
         record = SttStreamRecord()
         self.stt_streams.append(record)
         out: gevent.queue.Queue = gevent.queue.Queue()
-        context.add_callback(lambda: record.ended or setattr(record, "ended", "cancelled"))
+        terminated = gevent.event.Event()  # set when the RPC ends; before we return = cancelled
+        context.add_callback(terminated.set)
         reader = gevent.spawn(self._read_audio, requests, record, out)
         try:
             while True:
                 item = out.get()
                 if item is _END:
-                    record.ended = record.ended or "half-close"
+                    # A cancel may first look like the end of the request stream; grpc reports
+                    # the cancellation itself a moment later.
+                    if not record.ended:
+                        cancelled = terminated.wait(_CANCEL_GRACE)
+                        record.ended = "cancelled" if cancelled else "half-close"
                     return
                 if isinstance(item, tuple):  # (code, message): a scripted abort
                     record.ended = "aborted"
@@ -221,8 +227,10 @@ class GoogleLoopbackServer:
                         self._next_utterance -= 1  # that utterance was never finalised
                     out.put((script.abort_code, script.abort_message))
                     return
-        except grpc.RpcError:
-            pass
+        except grpc.RpcError:  # the client cancelled the call
+            record.ended = "cancelled"
+            out.put(_END)
+            return
         if detector is not None:
             detector.flush()
             detector.wait_pending()

@@ -83,7 +83,9 @@ def test_interim_then_final_transcripts_and_request_shape():
 
 def test_planned_restart_after_a_final_loses_no_audio():
     with GoogleLoopbackServer(SttScript(utterances=["first part", "second part"])) as server:
-        stt = make_stt(server, stream_restart_seconds=0.001)  # restart at the first final
+        settings = GoogleSttSettings(endpoint=server.url, insecure=True,
+                                     stream_restart_seconds=0.001)  # restart at the first final
+        stt = GoogleSpeechToText(settings, endpoint=server.url, restart_grace=60)
         stream = stt.open_stream(sample_rate=8000, language="en-US")
         got = Collector(stream)
         part1 = silence(100) + voiced(600) + silence(400)
@@ -95,8 +97,10 @@ def test_planned_restart_after_a_final_loses_no_audio():
         got.greenlet.join(10)
         assert got.error is None
         assert got.finals() == ["first part", "second part"]
-        assert stream.restarts >= 1
+        assert stream.restarts >= 1  # after the first final (and maybe the second)
         records = server.wait_streams(stream.restarts + 1)
+        assert len(server.stt_streams) == stream.restarts + 1
+        assert all(r.ended == "half-close" for r in records)
         received = b"".join(bytes(r.audio) for r in records)
         assert len(received) == len(part1) + len(part2)
         assert received == part1 + part2
@@ -145,3 +149,14 @@ def test_large_pushes_are_split_under_the_request_limit():
         (record,) = server.wait_streams(1)
         assert len(record.audio) == 96000
         assert 0 < record.max_request_bytes <= MAX_REQUEST_BYTES
+
+
+def test_abandoning_the_stream_cancels_the_call():
+    with GoogleLoopbackServer(SttScript(utterances=["hello there"])) as server:
+        stream = make_stt(server).open_stream(sample_rate=8000, language="en-US")
+        push_all(stream, voiced(600) + silence(400))
+        for transcript in stream:
+            if transcript.final:
+                break  # the consumer walks away without close()
+        (record,) = server.wait_streams(1)
+        assert record.ended == "cancelled"

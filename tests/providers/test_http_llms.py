@@ -7,7 +7,7 @@ import json
 import pytest
 
 from esl_agent.config import HttpLlmSettings
-from esl_agent.errors import ProviderError
+from esl_agent.errors import ProviderError, ProviderTimeout
 from esl_agent.providers.anthropic_llm import AnthropicLanguageModel
 from esl_agent.providers.base import Message, NoTurn, TextDelta, ToolCall, ToolSpec, Usage
 from esl_agent.providers.groq_llm import GroqLanguageModel
@@ -121,3 +121,15 @@ def test_cancellation_closes_the_http_stream(setup):
     record = server.requests[0]
     assert record.done.wait(5)
     assert record.client_closed_early and not record.completed
+
+
+def test_a_stalled_stream_times_out_as_provider_timeout(setup):
+    kind, server, _llm = setup
+    server.faults = Faults(stall_after=2)
+    cls = {"openai": OpenAiLanguageModel, "groq": GroqLanguageModel,
+           "anthropic": AnthropicLanguageModel}[kind]
+    base = server.url + "/v1" if kind == "openai" else server.url
+    llm = cls(OPTIONS, base_url=base, api_key="k", timeout=0.3)
+    with pytest.raises(ProviderTimeout):
+        list(llm.stream([Message("user", "hi")], [], NoTurn()))
+    assert server.requests[0].done.wait(5) and server.requests[0].client_closed_early
