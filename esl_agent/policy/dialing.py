@@ -112,6 +112,16 @@ class Decision:
             raise PolicyDenied(self.number, "invalid:not E.164", SPOKEN["invalid"])
         return f"{self.number} XML {OUTBOUND_CONTEXT}"
 
+    def originate_target(self) -> str:
+        """`loopback/<E.164>/esl_agent_outbound/XML` for originate; PolicyDenied if not allowed.
+
+        The call leg runs through the rendered outbound context, so the dialplan checks it again.
+        """
+        self.raise_if_denied()
+        if not E164.match(self.number):
+            raise PolicyDenied(self.number, "invalid:not E.164", SPOKEN["invalid"])
+        return f"loopback/{self.number}/{OUTBOUND_CONTEXT}/XML"
+
 
 @dataclass(frozen=True)
 class BlockRule:
