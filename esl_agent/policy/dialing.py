@@ -170,6 +170,12 @@ class DialPolicy:
         """Build a policy from a parsed mapping (tests, overrides)."""
         if not isinstance(data, Mapping):
             raise ConfigError(f"{source}: the policy must be a mapping")
+        _known_keys(data, _TOP_KEYS, source, "")
+        for section, keys in _SECTION_KEYS.items():
+            value = data.get(section)
+            if value is not None and not isinstance(value, Mapping):
+                raise ConfigError(f"{source}: {section}: expected a mapping")
+            _known_keys(value or {}, keys, source, f"{section}.")
         default = _country(data.get("default_country", "AT"), source, "default_country")
         outbound = data.get("outbound") or {}
         inbound = data.get("inbound") or {}
@@ -392,6 +398,34 @@ def _join_names(isos: Iterable[str]) -> str:
     if not names:
         return "no country"
     return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+
+
+_TOP_KEYS = frozenset(
+    {"default_country", "trunk", "dids", "inbound", "outbound", "limits", "rates", "freeswitch", "fail2ban"}
+)
+_SECTION_KEYS = {
+    "trunk": frozenset({"name", "proxy", "register", "cidrs", "username_file", "password_file"}),
+    "inbound": frozenset({"caller_countries"}),
+    "outbound": frozenset({"countries", "blocked"}),
+    "limits": frozenset({"calls_per_minute", "concurrent_outbound", "daily_spend_cap"}),
+    "rates": frozenset(
+        {"currency", "per_minute", "inbound_per_minute", "platform_per_minute", "billing_increment_s"}
+    ),
+    "freeswitch": frozenset(
+        {"conf_dir", "log_file", "controller", "event_socket_listen", "sessions_per_second", "max_sessions",
+         "sip_ports", "rtp_start", "rtp_end", "apology_file", "fallback_extension", "fallback_context",
+         "voicemail_box"}
+    ),
+    "fail2ban": frozenset({"bantime", "findtime", "maxretry", "recidive_bantime"}),
+}
+
+
+def _known_keys(data: Mapping[str, Any], allowed: frozenset[str], source: str, prefix: str) -> None:
+    unknown = sorted(str(k) for k in data if k not in allowed)
+    if unknown:
+        raise ConfigError(
+            f"{source}: {prefix}{unknown[0]}: unknown key (allowed here: {', '.join(sorted(allowed))})"
+        )
 
 
 def _country(value: Any, source: str, path: str) -> str:

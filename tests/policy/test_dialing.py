@@ -245,6 +245,10 @@ def test_is_anonymous_forms() -> None:
         ({"outbound": {"blocked": [{"prefix": "+881", "kind": "cheap"}]}}, "unknown kind"),
         ({"outbound": {"blocked": [{"prefix": "+881", "typo": 1}]}}, "unknown key(s) typo"),
         ({"dids": ["0123456789"]}, "dids[0]: must be E.164"),
+        ({"outbund": {}}, "outbund: unknown key"),
+        ({"outbound": {"blocks": []}}, "outbound.blocks: unknown key"),
+        ({"freeswitch": {"max_session": 5}}, "freeswitch.max_session: unknown key"),
+        ({"limits": [1]}, "limits: expected a mapping"),
     ],
 )
 def test_bad_policy_is_a_config_error(data: dict, message: str) -> None:
