@@ -28,8 +28,9 @@ from esl_agent.policy.audit import AuditLog
 from esl_agent.policy.dialing import OUTBOUND_CONTEXT
 
 _UUID = r"(?:[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}\s+)?"
+_SYSLOG = r"(?:\S+\s+\S+\s+freeswitch(?:\[\d+\])?:\s+)?"  # "<time> <host> freeswitch[pid]: " (syslog copies)
 _LOG_LINE = re.compile(
-    rf"^{_UUID}(?P<date>(?:\d{{4}}-)?\d\d-\d\d)[ T]\d\d:\d\d:\d\d(?:\.\d+)?\s+(?:\d+(?:\.\d+)?%\s+)?"
+    rf"^{_SYSLOG}{_UUID}(?P<date>(?:\d{{4}}-)?\d\d-\d\d)[ T]\d\d:\d\d:\d\d(?:\.\d+)?\s+(?:\d+(?:\.\d+)?%\s+)?"
     r"\[(?P<level>[A-Z]+)\](?: \[SOFIA\])? \[?[\w.]+\.c:\d+\]? (?P<msg>.*)$"
 )
 _IP = r"(?P<ip>[0-9a-fA-F.:]+)"

@@ -202,3 +202,34 @@ def test_smtp_needs_recipient(capsys: pytest.CaptureFixture[str], tmp_path: Path
             "--audit", str(tmp_path / "z"), "--smtp", "127.0.0.1:25"]
     assert main(args) == 2
     assert "--smtp needs --mail-to" in capsys.readouterr().err
+
+
+F2B_FIXTURES = ROOT / "tests" / "policy" / "fixtures"
+
+
+def _day_of(line: str) -> str:
+    import re
+
+    m = re.search(r"(?:(\d{4})-)?(\d\d-\d\d)[ T]\d\d:\d\d:\d\d\.\d+ (?:\d+\.\d+% )?\[", line)
+    assert m, line
+    return f"{m.group(1) or '2026'}-{m.group(2)}"
+
+
+@pytest.mark.parametrize(
+    "line", [ln for ln in (F2B_FIXTURES / "freeswitch-match.log").read_text().splitlines() if ln.strip()]
+)
+def test_digest_counts_every_line_fail2ban_bans_on(tmp_path: Path, line: str) -> None:
+    """The digest and the fail2ban filter agree: each ban-worthy line is one probe from its IP."""
+    log = tmp_path / "fs.log"
+    log.write_text(line + "\n")
+    d = digest.build(_day_of(line), log=log)
+    assert d.probes == 1, line
+    assert next(iter(d.probes_by_ip)) in line
+
+
+def test_digest_ignores_the_lines_fail2ban_ignores(tmp_path: Path) -> None:
+    lines = [ln for ln in (F2B_FIXTURES / "freeswitch-nomatch.log").read_text().splitlines() if ln.strip()]
+    for line in lines:
+        log = tmp_path / "fs.log"
+        log.write_text(line + "\n")
+        assert digest.build(_day_of(line), log=log).probes == 0, line
