@@ -4,8 +4,9 @@
 naming the rule that decided. The order is fixed and is the same in the rendered dialplan
 (esl_agent.policy.render): refuse anything that is not plainly a phone number (dial-string
 syntax, channel variables, control characters, non-ASCII digits, too long) before anything else,
-then the blocked prefixes, then the E.164 shape, then the country allowlist. Nothing here builds
-a FreeSWITCH command: callers use `Decision.number` only when `Decision.allowed` is true.
+then the blocked prefixes, then the E.164 shape, then the country allowlist. The only command
+text this module hands out is `Decision.transfer_args()` / `Decision.originate_target()`, and only
+for an allowed, plain E.164 number (both raise PolicyDenied otherwise).
 """
 
 from __future__ import annotations
