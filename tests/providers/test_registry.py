@@ -11,12 +11,21 @@ from esl_agent.config import (
     GoogleTtsSettings,
     HttpLlmSettings,
     LlmSettings,
+    ScriptedLlmSettings,
     SttSettings,
     TtsSettings,
 )
 from esl_agent.errors import ConfigError
 from esl_agent.providers import registry
-from esl_agent.providers.base import LanguageModel, NoTurn, SpeechToText, TextToSpeech, Usage
+from esl_agent.providers.base import (
+    LanguageModel,
+    Message,
+    NoTurn,
+    SpeechToText,
+    TextDelta,
+    TextToSpeech,
+    Usage,
+)
 
 
 def test_build_llm_chain_in_order():
@@ -68,3 +77,13 @@ def test_build_tts_offline_and_google():
     google = registry.build_tts(TtsSettings(
         provider="google", google=GoogleTtsSettings(endpoint="127.0.0.1:9", insecure=True)))
     assert isinstance(google, TextToSpeech) and google.voice == "en-US-Chirp3-HD-Kore"
+
+
+def test_scripted_llm_loads_a_script_file(tmp_path):
+    script = tmp_path / "intents.yaml"
+    script.write_text("intents:\n  - name: ping\n    keywords: [ping]\n    reply: pong\n")
+    llm = registry.build_llm(LlmSettings(scripted=ScriptedLlmSettings(script=str(script))), env={})
+    events = list(llm.stream([Message("user", "ping")], [], NoTurn()))
+    assert events[0] == TextDelta("pong")
+    with pytest.raises(ConfigError, match="cannot read LLM script"):
+        registry.build_llm(LlmSettings(scripted=ScriptedLlmSettings(script=str(tmp_path / "no"))))
