@@ -3,11 +3,17 @@
 `OutboundLimits.admit(number)` is asked after the dial policy allowed a number; it returns None
 (go, and the call is counted) or the reason for refusing. `finished(number, seconds)` ends a call
 and books its estimated cost against the daily cap; `cancel(number)` undoes an admit whose call
-never started. One instance per controller process; gevent-safe (no blocking inside).
+never started. One instance per controller process; gevent-safe (no blocking inside except the
+small state write). With `state_path` the day's spend survives a restart of the controller, so
+restarting cannot reset the cap.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
+import logging
+import os
 import threading
 import time
 from collections import deque
@@ -29,6 +35,7 @@ class OutboundLimits:
         concurrent: int,
         daily_spend_cap: float,
         rates: Rates,
+        state_path: str | os.PathLike[str] | None = None,
     ) -> None:
         if calls_per_minute < 1 or concurrent < 1 or daily_spend_cap < 0:
             raise ConfigError("limits: calls_per_minute and concurrent_outbound must be >= 1, cap >= 0")
@@ -41,15 +48,21 @@ class OutboundLimits:
         self._spent = 0.0
         self._day = ""
         self._lock = threading.Lock()
+        self.state_path = state_path
+        if state_path is not None:
+            with contextlib.suppress(OSError, ValueError, TypeError, KeyError):
+                saved = json.loads(open(state_path, encoding="utf-8").read())  # noqa: SIM115
+                self._day, self._spent = str(saved["day"]), float(saved["spent"])
 
     @classmethod
-    def from_policy(cls, policy: DialPolicy) -> OutboundLimits:
+    def from_policy(cls, policy: DialPolicy, state_path: str | os.PathLike[str] | None = None) -> OutboundLimits:
         raw: Mapping[str, Any] = policy.raw.get("limits") or {}
         return cls(
             int(raw.get("calls_per_minute", 6)),
             int(raw.get("concurrent_outbound", 2)),
             float(raw.get("daily_spend_cap", 20.0)),
             Rates.from_policy(policy),
+            state_path,
         )
 
     def _roll(self, now: float) -> None:
@@ -87,7 +100,21 @@ class OutboundLimits:
             self._roll(now)
             self._active = max(0, self._active - 1)
             self._spent += cost
+            self._save()
         return cost
+
+    def _save(self) -> None:
+        if self.state_path is None:
+            return
+        tmp = f"{self.state_path}.tmp"
+        try:
+            with open(tmp, "w", encoding="utf-8") as fh:
+                json.dump({"day": self._day, "spent": self._spent}, fh)
+            os.replace(tmp, self.state_path)
+        except OSError as exc:  # the in-memory cap still holds for this process
+            logging.getLogger("esl_agent.policy.limits").warning(
+                "cannot save the day's spend to %s: %s", self.state_path, exc.strerror
+            )
 
     @property
     def spent_today(self) -> float:

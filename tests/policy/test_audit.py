@@ -301,3 +301,16 @@ def test_unserialisable_field_is_an_audit_error(tmp_path: Path) -> None:
     with pytest.raises(AuditError):
         log.append("llm", "outbound", "+436641234567", POLICY.check("+436641234567"), blob=object())
     assert AuditLog.verify(log.path) == (True, None)
+
+
+def test_spend_survives_a_restart(tmp_path: Path) -> None:
+    state = tmp_path / "spend.json"
+    rates = Rates.from_policy(POLICY)
+    lim = OutboundLimits(100, 100, 1.0, rates, state_path=state)
+    assert lim.admit("+41446681800", now=NOW) is None
+    lim.finished("+41446681800", 20 * 60, now=NOW)  # 1.00 EUR
+    again = OutboundLimits(100, 100, 1.0, rates, state_path=state)  # controller restarted
+    assert again.admit("+41446681800", now=NOW + 60) == "daily spend cap 1.00 EUR reached"
+    assert again.admit("+41446681800", now=NOW + 86400) is None  # next day
+    state.write_text("garbage")
+    assert OutboundLimits(100, 100, 1.0, rates, state_path=state).spent_today == 0.0
