@@ -62,13 +62,15 @@ def build_agent(settings: Settings, *, start_warmer: bool = True) -> Agent:
     llm = registry.build_llm(settings.llm)
     tts = registry.build_tts(settings.tts, sample_rate=settings.fork.sample_rate)
     contacts = open_store(settings.contacts)
-    greetings = GreetingCache(settings.greetings, tts, contacts)
+    greetings = GreetingCache(settings.greetings, tts, contacts,
+                              config_path=settings.source if settings.source != "<defaults>" else None,
+                              language=settings.agent.language)
     policy = DialPolicy.from_file(settings.policy.path)
     audit = AuditLog(settings.policy.audit_log)
     apology = render_prepared(tts, settings.calls.apology_text, Path(settings.calls.audio_dir) / "apology.wav",
                               settings.fork.sample_rate)
-    if start_warmer and settings.greetings.warm_on_start:
-        greetings.start_warmer()
+    if start_warmer:
+        greetings.start_warmer()  # warm_on_start decides only the first warm inside it
     return Agent(settings, stt, llm, tts, contacts, greetings, policy, audit, apology)
 
 

@@ -120,6 +120,7 @@ class Call:
         self._completions: dict[str, gevent.event.AsyncResult] = {}
         self._state_queue: gevent.queue.Queue = gevent.queue.Queue()
         self._cleaned = False
+        self._handler_closed = False
         self._closing = False
         self._fork_restarts = 0
         self.last_audio_at = time.monotonic()
@@ -131,10 +132,10 @@ class Call:
         """The whole call; returns after cleanup. Never raises."""
         try:
             self._subscribe()
+            self.group.spawn(self._state_writer)
             self._answer()
             self._register(self)
             self._start_fork()
-            self.group.spawn(self._state_writer)
             self.group.spawn(self._watchdog)
             self.handler = self._factory(self)
             self.handler.start()
@@ -220,10 +221,7 @@ class Call:
         self._closing = True
         self.ended_at = time.monotonic()
         if self.handler is not None:
-            try:
-                self.handler.close()
-            except Exception:
-                self.log.exception("handler close failed")
+            self._close_handler(self.handler)
         self._unregister(self)
         if self.fork is not None and not self.fork.closed:
             if not self.hungup.is_set():
@@ -250,7 +248,7 @@ class Call:
         self.fallback_reason = reason
         self.log.warning("fallback: %s", reason)
         try:
-            self.stop_audio()
+            self.stop_audio(wait=True)
             self.set_state("fallback", reason=reason)
             if self._apology_file and os.path.exists(self._apology_file):
                 done = self._execute("playback", self._apology_file)
@@ -262,6 +260,7 @@ class Call:
                     return
             if not self.hungup.is_set():
                 self.hangup("NORMAL_TEMPORARY_FAILURE")
+                self.hungup.wait(timeout=3)  # `exit` before the hangup ran would let the dialplan go on
         except (CallGone, gevent.Timeout):
             pass
         except Exception:
@@ -294,14 +293,22 @@ class Call:
             self.stats.frames_out += 1
             self.stats.bytes_out += len(pcm)
 
-    def stop_audio(self) -> None:
-        """Silence at once: killAudio on the fork, then `uuid_break all` for queued playbacks (fact 13)."""
+    def stop_audio(self, wait: bool = False) -> None:
+        """Silence at once: killAudio on the fork, then `uuid_break all` for queued playbacks (fact 13).
+
+        The break runs in the background unless `wait` (needed before queueing a new playback, which
+        a late `uuid_break all` would otherwise flush without a completion event).
+        """
         self._dead_turn = max(self._dead_turn, self._max_turn_sent, self.turn_id)
         self._pending_audio.clear()
         if self.fork is not None:
             self.fork.send_text(commands.KILL_AUDIO_MESSAGE)
         self.clock.reset()
-        if not self.hungup.is_set():
+        if self.hungup.is_set():
+            return
+        if wait:
+            self._api_quiet(commands.uuid_break(self.uuid, all_queued=True))
+        else:
             self.group.spawn(self._api_quiet, commands.uuid_break(self.uuid, all_queued=True))
 
     def heard_ms(self) -> float:
@@ -397,11 +404,17 @@ class Call:
     def fork_closed(self, reason: str) -> None:
         if self._closing or self.hungup.is_set():
             return
-        self.log.warning("fork closed while the call is up: %s", reason)
-        self.group.spawn(self._restart_fork)
+        self.group.spawn(self._restart_fork, reason)
 
-    def _restart_fork(self) -> None:
-        """The fork WebSocket dropped mid-call: stop the old media bug and start a new fork."""
+    def _restart_fork(self, reason: str) -> None:
+        """The fork WebSocket dropped mid-call: stop the old media bug and start a new fork.
+
+        At hangup FreeSWITCH closes the fork (1000) on its own socket, which can beat CHANNEL_HANGUP
+        on the event socket; so first give the hangup a moment to arrive.
+        """
+        if self.hungup.wait(timeout=0.5) or self._closing:
+            return
+        self.log.warning("fork closed while the call is up: %s", reason)
         if self._fork_restarts >= 2:
             self.fallback("fork lost")
             return
@@ -462,6 +475,10 @@ class Call:
             gevent.spawn(self._close_handler, handler)
 
     def _close_handler(self, handler: CallHandler) -> None:
+        """Close the handler once, whoever asks first (the hangup event or the cleanup)."""
+        if self._handler_closed:
+            return
+        self._handler_closed = True
         try:
             handler.close()
         except Exception:
