@@ -60,7 +60,11 @@ class ToolOutcome(Protocol):
 
 
 class Tools(Protocol):
-    """The LLM's tools (esl_agent.agent.tools.AgentTools)."""
+    """The LLM's tools (esl_agent.agent.tools.AgentTools).
+
+    Optional: `speech_cancelled()` is called when a barge-in dropped a pending after-speech
+    action (the tools may then allow a new transfer or hang-up).
+    """
 
     def specs(self) -> list[ToolSpec]: ...
 
@@ -822,6 +826,8 @@ class Conversation:
         if reply.pause_timer is not None:
             reply.pause_timer.kill(block=False)
         reply.timing.interrupted = self.clock.now()
+        if reply.after_speech and not reply.finished.is_set():
+            self._after_speech_dropped()
         if reply.record is not None:
             reply.record.cut(heard)
         reply.finished.set()
@@ -933,6 +939,16 @@ class Conversation:
         reply.timing.filler = self.clock.now()
         self.log.info("first token late: filler", extra={"turn": reply.turn.id})
         self._enqueue(reply, self.settings.filler_text, kind="filler", pcm=pcm)
+
+    def _after_speech_dropped(self) -> None:
+        """A barge-in cancelled a transfer/hang-up before it ran: let the tools allow a new one."""
+        self.log.info("pending call-ending action cancelled by the caller")
+        hook = getattr(self.tools, "speech_cancelled", None)
+        if hook is not None:
+            try:
+                hook()
+            except Exception:
+                self.log.exception("tools.speech_cancelled failed")
 
     def _play_apology_file(self) -> None:
         if self.apology_file:

@@ -338,6 +338,10 @@ class FakeStt:
 class FakeTools:
     results: dict[str, Any] = field(default_factory=dict)  # tool name -> ToolResult
     executed: list[ToolCall] = field(default_factory=list)
+    cancelled: int = 0
+
+    def speech_cancelled(self) -> None:
+        self.cancelled += 1
 
     def specs(self) -> list[ToolSpec]:
         return [ToolSpec("transfer_call", "Transfer the caller", {"type": "object", "properties": {}})]

@@ -350,6 +350,7 @@ def test_barge_in_during_the_confirmation_cancels_the_transfer(world_factory) ->
     w.call.play_all()
     wait_until(lambda: w.call.state_names()[-1] == "listening")
     assert w.call.transfers == []
+    assert w.tools.cancelled == 1  # the tools were told the transfer will not happen
 
 
 # ------------------------------------------------------------------------------ failures
