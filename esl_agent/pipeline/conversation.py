@@ -208,6 +208,8 @@ _HEARD_TOLERANCE_MS = 250.0  # heard accounting of file playbacks is only this e
 
 @dataclass(eq=False)
 class _Reply:
+    """One turn's reply in flight: its utterance queue, playback position, pause and tool actions."""
+
     turn: Turn
     record: ReplyRecord | None
     timing: TurnTiming
@@ -453,7 +455,10 @@ class Conversation:
 
     def _on_end_of_turn(self, text: str) -> None:
         self.log.info("caller turn over", extra={"text": logs.redact_text(text)})
-        self._begin_reply(text)
+        try:
+            self._begin_reply(text)
+        except Exception:  # runs in a timer greenlet: never let a bug end it silently
+            self.log.exception("could not start the reply")
 
     # ============================================================== replies
 
