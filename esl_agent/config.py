@@ -187,7 +187,8 @@ class AgentSettings:
     language: str = "en-US"
     system_prompt: str = ""  # empty = the built-in receptionist prompt
     transfer_dialplan: str = "XML"
-    transfer_context: str = "default"
+    transfer_context: str = "default"  # internal extensions (a contact's transfer target)
+    outbound_context: str = "esl_agent_outbound"  # E.164 numbers: the rendered, policy-checked context
 
 
 @dataclass(frozen=True)

@@ -287,6 +287,8 @@ class AgentTools:
     def _approved(self, destination: str, label: str) -> ToolResult:
         self._ending = True
         dialplan, context = self.settings.transfer_dialplan, self.settings.transfer_context
+        if destination.startswith("+"):  # external numbers go through the rendered outbound context,
+            context = self.settings.outbound_context  # so FreeSWITCH's dialplan checks them a second time
         done = False
 
         def transfer() -> CommandResult:

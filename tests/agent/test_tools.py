@@ -67,9 +67,9 @@ def test_transfer_to_contact_after_speech(env) -> None:  # type: ignore[no-untyp
     assert result.after_speech is not None
     outcome = result.after_speech()
     assert outcome.ok
-    assert call.transfers == [("+436767654321", "XML", "agents")]
+    assert call.transfers == [("+436767654321", "XML", "esl_agent_outbound")]
     assert result.after_speech().ok is False  # runs once
-    assert call.transfers == [("+436767654321", "XML", "agents")]
+    assert call.transfers == [("+436767654321", "XML", "esl_agent_outbound")]
     assert audit.entries[0]["action"] == "transfer" and audit.entries[0]["decision"].allowed
     assert audit.entries[0]["contact"] == "anna-berger"
 
@@ -103,7 +103,7 @@ def test_transfer_to_premium_number_denied(env) -> None:  # type: ignore[no-unty
     # the call is not ending: a later allowed transfer still works
     ok = run(tools, "transfer_call", number="+49 30 1234567")
     assert ok.after_speech is not None and ok.after_speech().ok
-    assert call.transfers == [("+49301234567", "XML", "agents")]
+    assert call.transfers == [("+49301234567", "XML", "esl_agent_outbound")]
 
 
 @pytest.mark.parametrize(
@@ -233,7 +233,7 @@ def test_with_real_dial_policy_and_audit_log(env, tmp_path: Path) -> None:  # ty
     assert denied.is_error and "premium" in denied.content and call.transfers == []
     allowed = run(tools, "transfer_call", name="Anna Berger")
     assert allowed.after_speech is not None and allowed.after_speech().ok
-    assert call.transfers == [("+436767654321", "XML", "agents")]
+    assert call.transfers == [("+436767654321", "XML", "esl_agent_outbound")]
     records = [json.loads(line) for line in (tmp_path / "audit.log").read_text().splitlines()]
     assert [(r["action"], r["allowed"]) for r in records] == [("transfer", False), ("transfer", True)]
     assert records[1]["number"] == "+436767654321" and records[1]["contact"] == "anna-berger"
