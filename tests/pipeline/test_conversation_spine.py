@@ -2,8 +2,8 @@
 
 Offline parts only: scripted LLM, tone TTS, real tools and contacts. The recogniser is a stand-in
 that segments the caller's audio by energy and names each utterance from a list (what a real STT
-would have recognised); it also sends an interim word while the caller is still speaking, which is
-what triggers the barge-in.
+would have recognised); while the caller speaks it sends growing interims, which is what triggers
+the barge-in.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ FRAME_RMS_SPEECH = 300.0
 
 
 class EnergyStream:
-    """Finals after 200 ms of silence following speech; one interim word after 300 ms of speech."""
+    """Finals after 200 ms of silence following speech; interims every 100 ms after 300 ms of speech."""
 
     def __init__(self, texts: list[str]) -> None:
         self.texts = texts
@@ -49,8 +49,9 @@ class EnergyStream:
         if x.size and float(np.sqrt(np.mean(x * x))) > FRAME_RMS_SPEECH:
             self.voiced += 1
             self.silent = 0
-            if self.voiced == 15 and self.texts:
-                self.queue.put(Transcript(self.texts[0].split()[0], final=False))
+            if self.voiced >= 15 and self.voiced % 5 == 0 and self.texts:  # interims, a word more each time
+                words = self.texts[0].split()[: 1 + (self.voiced - 15) // 5]
+                self.queue.put(Transcript(" ".join(words), final=False))
             return
         self.silent += 1
         if self.silent == 10:
@@ -107,7 +108,7 @@ def test_multi_turn_call_with_barge_in_and_transfer(tmp_path: Path, fork_mode: s
         "calls": {"audio_dir": str(tmp_path / "audio")},
         "pipeline": {"end_of_turn_ms": 100, "false_interruption_ms": 2000},
     })
-    tts = ToneTextToSpeech(ms_per_char=20)
+    tts = ToneTextToSpeech(ms_per_char=30)
     contacts = YamlContactStore(contacts_file)
     greetings = GreetingCache(settings.greetings, tts, contacts)
     texts = ["Max Mustermann", "wait what are your opening hours", "please connect me to Anna Berger"]
@@ -130,7 +131,7 @@ def test_multi_turn_call_with_barge_in_and_transfer(tmp_path: Path, fork_mode: s
     script = (
         CallerScript()
         .say(speech_like(700), after_agent_silence_ms=400)
-        .say(speech_like(1200), barge_in_ms=600)
+        .say(speech_like(1200), barge_in_ms=500)
         .say(speech_like(900), after_agent_silence_ms=400)
     )
     try:
