@@ -37,11 +37,14 @@ class Controller:
         apology_file: str | None = None,
         dial_guard: Callable[[str, str], tuple[bool, str]] | None = None,
         with_ops_server: bool = True,
+        on_call_end: Callable[[Call], object] | None = None,
+        outbound: Callable[[bytes, str | None, str], tuple[int, dict]] | None = None,
     ) -> None:
         self.settings = settings
         self.handler_factory = handler_factory
         self.apology_file = apology_file
         self.dial_guard = dial_guard
+        self.on_call_end = on_call_end
         self.calls: dict[str, Call] = {}
         self.draining = False
         self.idle = gevent.event.Event()
@@ -55,7 +58,7 @@ class Controller:
         self.esl_server = EslServer(parse_hostport(settings.server.esl_listen, src, "server.esl_listen"),
                                     self._run_call, self._admit, command_timeout=settings.server.command_timeout)
         self.ops_server = (OpsServer(parse_hostport(settings.server.http_listen, src, "server.http_listen"),
-                                     self.health, make_registry(self)) if with_ops_server else None)
+                                     self.health, make_registry(self), outbound) if with_ops_server else None)
         self.fork_url = settings.server.fork_url
 
     # ------------------------------------------------------------------ servers
@@ -129,6 +132,11 @@ class Controller:
                 self._totals[key] += getattr(call.stats, key)
             if call.fallback_reason:
                 self.fallbacks += 1
+            if self.on_call_end is not None:
+                try:
+                    self.on_call_end(call)
+                except Exception:
+                    log.exception("[%s] call-end hook failed", call.uuid)
         if not self.calls:
             self.idle.set()
 

@@ -14,13 +14,18 @@ from pathlib import Path
 from esl_agent.agent.contacts import ContactStore, open_store
 from esl_agent.agent.prompt import build_system_prompt
 from esl_agent.agent.tools import AgentTools
-from esl_agent.config import Settings
+from esl_agent.config import Settings, parse_hostport, secret
 from esl_agent.control.call import Call, CallHandler
+from esl_agent.control.originate import Originator
 from esl_agent.media import wavfile
+from esl_agent.ops.cdr import CdrLog
+from esl_agent.ops.cost import Rates
 from esl_agent.pipeline.conversation import Conversation
 from esl_agent.pipeline.greetings import GreetingCache
-from esl_agent.policy.audit import AuditLog
+from esl_agent.policy.api import handle_outbound
+from esl_agent.policy.audit import AuditLog, TokenChecker
 from esl_agent.policy.dialing import DialPolicy
+from esl_agent.policy.limits import OutboundLimits
 from esl_agent.providers import registry
 from esl_agent.providers.base import LanguageModel, NoTurn, SpeechToText, TextToSpeech
 
@@ -55,6 +60,31 @@ class Agent:
         decision = self.policy.check(number, caller=caller, direction="out")
         return decision.allowed, decision.rule
 
+    def controller_options(self) -> dict:
+        """Keyword arguments for `Controller`: apology, dial guard, call records, outbound API."""
+        cdr = CdrLog(self.settings.ops.cdr_log, Rates.from_policy(self.policy, self.settings.ops.cost_per_minute))
+        return {"apology_file": self.apology_file, "dial_guard": self.dial_guard, "on_call_end": cdr.record,
+                "outbound": self.outbound_api()}
+
+    def outbound_api(self):
+        """POST /outbound handler (token, policy, limits, audit, originate), or None when not configured."""
+        p = self.settings.policy
+        if not p.tokens_env:
+            return None
+        checker = TokenChecker.from_env(p.tokens_env)
+        limits = OutboundLimits.from_policy(self.policy)
+        originator = None
+        if p.esl_password_env:
+            host, port = parse_hostport(p.esl_inbound, self.settings.source, "policy.esl_inbound")
+            originator = Originator(host, port, secret(p.esl_password_env), self.settings.server.esl_listen,
+                                    caller_id=p.caller_id)
+
+        def handle(body: bytes, authorization: str | None, peer: str) -> tuple[int, dict]:
+            return handle_outbound(body, authorization, policy=self.policy, audit=self.audit, checker=checker,
+                                   limits=limits, start=originator.originate if originator else None, peer=peer)
+
+        return handle
+
 
 def build_agent(settings: Settings, *, start_warmer: bool = True) -> Agent:
     """Build the shared parts; renders the apology once and warms greetings in the background."""
@@ -78,7 +108,7 @@ def render_prepared(tts: TextToSpeech, text: str, path: Path, sample_rate: int) 
     """Synthesise a prepared sentence to an 8 kHz WAV once; None if TTS is unavailable."""
     try:
         pcm = b"".join(tts.synthesize(text, NoTurn()))
-    except Exception as exc:  # noqa: BLE001 - the controller still runs; the fallback skips the apology
+    except Exception as exc:
         log.warning("could not render %s: %s", path.name, exc)
         return None
     path.parent.mkdir(parents=True, exist_ok=True)

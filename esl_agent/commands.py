@@ -47,8 +47,7 @@ def _run(args: argparse.Namespace) -> int:
     from esl_agent.assembly import build_agent
 
     agent = build_agent(settings)
-    controller = Controller(settings, agent.conversation, apology_file=agent.apology_file,
-                            dial_guard=agent.dial_guard)
+    controller = Controller(settings, agent.conversation, **agent.controller_options())
     controller.serve_forever()
     return 0
 

@@ -195,7 +195,10 @@ class AgentSettings:
 class PolicySettings:
     path: str = "conf/policy.yaml"
     audit_log: str = "var/audit.log"
-    tokens_env: str = ""  # env var with per-client API tokens (client:secret,...)
+    tokens_env: str = ""  # env var with per-client API tokens (client:secret,...); empty = no API
+    esl_inbound: str = "127.0.0.1:8021"  # FreeSWITCH's inbound event socket, used to originate
+    esl_password_env: str = ""  # env var with its password; empty = outbound initiation disabled
+    caller_id: str = ""  # origination caller ID (one of our DIDs)
 
 
 @dataclass(frozen=True)
@@ -366,6 +369,8 @@ def _validate(s: Settings, source: str, env: typing.Mapping[str, str]) -> None:
     if s.tts.provider == "google":
         _need_secret(s.tts.google.credentials_env, env, source, "tts.google.credentials_env")
     _need_secret(s.policy.tokens_env, env, source, "policy.tokens_env")
+    _need_secret(s.policy.esl_password_env, env, source, "policy.esl_password_env")
+    parse_hostport(s.policy.esl_inbound, source, "policy.esl_inbound")
 
 
 def _need_secret(env_name: str, env: typing.Mapping[str, str], source: str, path: str) -> None:

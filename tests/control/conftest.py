@@ -84,8 +84,9 @@ def controller_factory(tmp_path: Path, apology_wav: str) -> Iterator[Callable[..
     made: list[Controller] = []
     ToneHandler.instances = []
 
-    def make(handler_factory, **sections) -> Controller:
-        c = Controller(make_settings(tmp_path, **sections), handler_factory, apology_file=apology_wav)
+    def make(handler_factory, controller_options: dict | None = None, **sections) -> Controller:
+        c = Controller(make_settings(tmp_path, **sections), handler_factory, apology_file=apology_wav,
+                       **(controller_options or {}))
         c.start()
         made.append(c)
         return c

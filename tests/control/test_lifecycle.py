@@ -200,3 +200,38 @@ def test_health_and_metrics_endpoints(controller_factory) -> None:
     metrics = urllib.request.urlopen(base + "/metrics", timeout=5).read().decode()
     assert "esl_agent_calls_active 0.0" in metrics
     assert "esl_agent_audio_frames_in_total" in metrics
+
+
+def test_call_record_with_cost(controller_factory, sim_factory, greeting_wav, tmp_path) -> None:
+    from esl_agent.ops.cdr import CdrLog
+    from esl_agent.ops.cost import Rates
+
+    cdr = CdrLog(tmp_path / "calls.jsonl", Rates(inbound_per_minute=0.01, platform_per_minute=0.05,
+                                                 billing_increment_s=1))
+    controller = controller_factory(lambda call: ToneHandler(call, greeting_wav, 800.0),
+                                    controller_options={"on_call_end": cdr.record})
+    sim = sim_factory(controller)
+    call = sim.place_call(caller_number="+4366412345", script=CallerScript().hangup(at=1.5))
+    assert call.wait(10)
+    assert wait_for(lambda: (tmp_path / "calls.jsonl").exists())
+    record = json.loads((tmp_path / "calls.jsonl").read_text().splitlines()[0])
+    assert record["uuid"] == call.uuid
+    assert record["caller"] == "+43******45"
+    assert 1.0 < record["seconds"] < 3.0
+    assert record["cost"] == pytest.approx(0.01 * 2 / 60 + 0.05 * record["seconds"] / 60, abs=1e-4)
+    assert record["cost_per_minute"] > 0.05
+
+
+def test_graceful_shutdown_drains_then_falls_back(controller_factory, sim_factory, greeting_wav) -> None:
+    controller = controller_factory(lambda call: ToneHandler(call, greeting_wav, 800.0))
+    sim = sim_factory(controller)
+    call = sim.place_call(script=CallerScript().hangup(at=30))
+    assert wait_for(lambda: controller.calls, 5)
+    gevent.sleep(0.5)
+    controller.shutdown(drain_seconds=0.5)
+    assert call.wait(10)
+    assert call.hangup_cause == "NORMAL_TEMPORARY_FAILURE"
+    assert any(s["source"].endswith("apology.wav") for s in call.recording.heard_segments())
+    late = sim.place_call(script=CallerScript().hangup(at=1))
+    assert late.wait(10)
+    assert not any(c.startswith("api uuid_audio_fork") for c in late.commands), "no new calls after shutdown"
