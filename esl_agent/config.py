@@ -360,7 +360,8 @@ def _validate(s: Settings, source: str, env: typing.Mapping[str, str]) -> None:
         raise ConfigError(f"{source}: llm.chain: must name at least one provider")
     for i, name in enumerate(s.llm.chain):
         if name not in known:
-            raise ConfigError(f"{source}: llm.chain[{i}]: unknown provider {name!r} (known: {', '.join(sorted(known))})")
+            names = ", ".join(sorted(known))
+            raise ConfigError(f"{source}: llm.chain[{i}]: unknown provider {name!r} (known: {names})")
         if name != "scripted":
             llm: HttpLlmSettings = getattr(s.llm, name)
             _need_secret(llm.api_key_env, env, source, f"llm.{name}.api_key_env")
