@@ -91,6 +91,7 @@ def _caller_context(contact: Contact | None, caller_id_known: bool, greeting: st
     lines = ["[caller context]", f"Current date and time: {when}."]
     if contact is not None:
         lines.append(f"The caller is {contact.name} (recognised by caller ID); address them by name.")
+        lines.append(f"Caller name: {contact.name}")  # a fixed line the offline scripted policy reads
         if contact.notes:
             lines.append(f"Notes about {contact.name}: {_one_line(contact.notes)}")
     elif caller_id_known:
