@@ -54,7 +54,7 @@ def run_demo(out: Path, *, short: bool = False, fork_mode: str = "stream") -> in
     print("esl-agent demo: loading offline engines (Whisper base, piper joe) ...", flush=True)
     agent = build_agent(settings, start_warmer=False)
     report = agent.greetings.warm()
-    print(f"  greetings pre-rendered: {len(report.rendered)} new, {len(report.present)} already cached "
+    print(f"  greetings pre-rendered: {len(report.rendered)} new, {report.present} already cached "
           f"({time.monotonic() - t0:.1f} s)", flush=True)
     conversations: list[Any] = []
 
@@ -123,7 +123,7 @@ def _report(call, conversations, finished: bool, wav: Path, timeline_path: Path,
 
 def _dialogue(conversation) -> list[str]:
     history = getattr(conversation, "history", None)
-    messages = getattr(history, "messages", None) or []
+    messages = history.messages() if history is not None else []
     lines = []
     for m in messages:
         if m.role == "user" and m.content:
