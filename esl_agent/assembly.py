@@ -48,13 +48,18 @@ class Agent:
 
     def conversation(self, call: Call) -> CallHandler:
         """The handler factory the controller calls for every call."""
-        tools = AgentTools(call, self.contacts, self.policy, self.audit, self.settings.agent)
-        return Conversation(
+        s = self.settings
+        tools = AgentTools(call, self.contacts, self.policy, self.audit, s.agent,
+                           messages_path=str(Path(s.calls.audio_dir).parent / "messages.jsonl"))
+        conversation = Conversation(
             call, self.stt, self.llm, self.tts, tools, self.greetings,
-            lambda contact: build_system_prompt(self.settings.agent, contact),
-            self.settings.pipeline, contacts=self.contacts, sample_rate=self.settings.fork.sample_rate,
-            language=self.settings.stt.language,
+            lambda contact: build_system_prompt(s.agent, contact, greeting=self.greetings.text_for(contact)),
+            s.pipeline, contacts=self.contacts, sample_rate=s.fork.sample_rate, language=s.stt.language,
+            apology_text=s.calls.apology_text, apology_file=self.apology_file,
+            human_contact=s.pipeline.dtmf_transfer_contact, llm_turn_timeout=s.llm.turn_timeout,
         )
+        tools.transcript = lambda: conversation.history.messages()
+        return conversation
 
     def dial_guard(self, number: str, caller: str) -> tuple[bool, str]:
         decision = self.policy.check(number, caller=caller, direction="out")

@@ -162,6 +162,7 @@ class PipelineSettings:
     filler_after_ms: int = 900  # no first LLM token by then -> play the filler
     filler_text: str = "One moment, please."
     dtmf_transfer_key: str = "0"
+    dtmf_transfer_contact: str = ""  # contact the transfer key goes to; empty = the LLM decides
     max_clause_chars: int = 120  # cut a long clause at a comma after this many characters
 
 

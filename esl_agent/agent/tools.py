@@ -133,6 +133,10 @@ class AgentTools:
 
     # ------------------------------------------------------------------------------ specs
 
+    def speech_cancelled(self) -> None:
+        """A barge-in cancelled the confirmation before its transfer/hang-up ran: allow new requests."""
+        self._ending = False
+
     def specs(self) -> list[ToolSpec]:
         """The tool definitions handed to the language model."""
         return [

@@ -277,7 +277,7 @@ class Call:
             self._pending_audio.setdefault(turn_id, []).append(pcm)
             return
         fork = self.fork
-        if fork is not None and fork.send_audio(pcm):
+        if fork is not None and fork.send_audio(pcm, lambda: turn_id > self._dead_turn):
             self.clock.sent(len(pcm))
             self.stats.frames_out += 1
             self.stats.bytes_out += len(pcm)

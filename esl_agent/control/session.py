@@ -189,6 +189,9 @@ class EslSession(OutboundSession):
         self._outbound_connected = True
         return self.session_data
 
+    def on_hangup(self, event) -> None:  # greenswitch's logs the raw caller number; ours does not
+        self._outbound_connected = False
+
     @property
     def uuid(self) -> str:
         data = self.session_data or {}

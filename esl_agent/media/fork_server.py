@@ -58,22 +58,28 @@ class ForkConnection:
         self.bytes_out = 0
         self.frames_out = 0
 
-    def _write(self, data: bytes) -> bool:
+    def _write(self, data: bytes, still_wanted: Callable[[], bool] | None = None) -> bool:
         if self.closed:
             return False
         try:
             with self._lock:
+                # Re-checked under the lock: a killAudio written meanwhile makes this audio stale.
+                if still_wanted is not None and not still_wanted():
+                    return False
                 self.sock.sendall(data)
         except OSError:
             self.closed = True
             return False
         return True
 
-    def send_audio(self, pcm: bytes) -> bool:
-        """Send L16 audio as one binary frame (streaming mode plays it; FreeSWITCH paces it)."""
+    def send_audio(self, pcm: bytes, still_wanted: Callable[[], bool] | None = None) -> bool:
+        """Send L16 audio as one binary frame (streaming mode plays it; FreeSWITCH paces it).
+
+        `still_wanted` is checked right before the bytes go out, after waiting for the write lock.
+        """
         if self.closed or not pcm:
             return False
-        ok = self._write(self._ws.send(BytesMessage(data=pcm)))
+        ok = self._write(self._ws.send(BytesMessage(data=pcm)), still_wanted)
         if ok:
             self.bytes_out += len(pcm)
             self.frames_out += 1
