@@ -5,6 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 CONFIG ?= conf/agent.yaml
 EXTRAS ?= all,dev
+OUT    ?= demo-out
 
 .PHONY: help demo demo-short test lint run bench bench-quick conf deploy clean
 
@@ -24,10 +25,10 @@ $(STAMP): setup.cfg pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/esl-agent demo --out demo-out
+	$(BIN)/esl-agent demo --out $(OUT)
 
 demo-short: $(STAMP)
-	$(BIN)/esl-agent demo --short --out demo-out
+	$(BIN)/esl-agent demo --short --out $(OUT)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

@@ -35,6 +35,7 @@ from esl_agent.pipeline.ports import CallerInfo, CommandResult
 
 STATE_VARS_PREFIX = "esl_agent_"
 STATE_EVENT = "esl_agent::state"
+_PREFORK_LIMIT = 8000 * 2 * 30  # at most 30 s of 8 kHz audio waits for the fork to connect
 
 
 class CallHandler(Protocol):
@@ -117,6 +118,9 @@ class Call:
         self._dead_turn = -1
         self._max_turn_sent = -1
         self._pending_audio: dict[int, list[bytes]] = {}
+        self._prefork: list[tuple[int, bytes]] = []
+        self._prefork_bytes = 0
+        self._prefork_flushes: list[int] = []
         self._completions: dict[str, gevent.event.AsyncResult] = {}
         self._state_queue: gevent.queue.Queue = gevent.queue.Queue()
         self._cleaned = False
@@ -133,12 +137,16 @@ class Call:
         try:
             self._subscribe()
             self.group.spawn(self._state_writer)
-            self._answer()
+            answered = self._execute("answer", "")
+            self.set_state("answering")
             self._register(self)
-            self._start_fork()
-            self.group.spawn(self._watchdog)
+            # The handler starts now: its greeting file queues right behind `answer` (sendmsg runs in
+            # order), so the caller hears it with no round trip; live audio waits for the fork.
             self.handler = self._factory(self)
             self.handler.start()
+            self._await_answer(answered)
+            self._start_fork()
+            self.group.spawn(self._watchdog)
             self._wait_until_over()
         except CallGone:
             self.log.info("call ended while we worked (%s)", self.hangup_cause or "socket closed")
@@ -167,10 +175,12 @@ class Call:
         s.command(commands.EVENT_SUBSCRIPTION)
         s.command("linger")
 
-    def _answer(self) -> None:
-        self.set_state("answering")
-        done = self._execute("answer", "")
-        event = done.get(timeout=self.settings.server.command_timeout)
+    def _await_answer(self, done: gevent.event.AsyncResult) -> None:
+        """Wait for the answer to complete: the fork must never start on an unanswered channel (fact 23)."""
+        try:
+            event = done.get(timeout=self.settings.server.command_timeout)
+        except gevent.Timeout:
+            raise _Fallback("answer did not complete") from None
         if event is None:
             raise CallGone("hung up before answer completed")
         self.answered_at = time.monotonic()
@@ -277,7 +287,12 @@ class Call:
             self._pending_audio.setdefault(turn_id, []).append(pcm)
             return
         fork = self.fork
-        if fork is not None and fork.send_audio(pcm, lambda: turn_id > self._dead_turn):
+        if fork is None:  # live audio before the fork connected: keep it (bounded) until it does
+            if not self.fork_failed.is_set() and self._prefork_bytes < _PREFORK_LIMIT:
+                self._prefork.append((turn_id, pcm))
+                self._prefork_bytes += len(pcm)
+            return
+        if fork.send_audio(pcm, lambda: turn_id > self._dead_turn):
             self.clock.sent(len(pcm))
             self.stats.frames_out += 1
             self.stats.bytes_out += len(pcm)
@@ -285,8 +300,11 @@ class Call:
     def flush_audio(self, turn_id: int) -> None:
         if self.settings.fork.mode != "play_audio":
             return
+        if self.fork is None:  # sent once the fork connects
+            self._prefork_flushes.append(turn_id)
+            return
         chunks = self._pending_audio.pop(turn_id, None)
-        if not chunks or turn_id <= self._dead_turn or self.fork is None:
+        if not chunks or turn_id <= self._dead_turn:
             return
         pcm = b"".join(chunks)
         if self.fork.send_text(commands.play_audio_message(pcm, self.settings.fork.sample_rate, turn=turn_id)):
@@ -301,6 +319,8 @@ class Call:
         """
         self._dead_turn = max(self._dead_turn, self._max_turn_sent, self.turn_id)
         self._pending_audio.clear()
+        self._prefork.clear()
+        self._prefork_bytes = 0
         if self.fork is not None:
             self.fork.send_text(commands.KILL_AUDIO_MESSAGE)
         self.clock.reset()
@@ -382,6 +402,12 @@ class Call:
         self.fork = conn
         self.last_audio_at = time.monotonic()
         self.fork_connected.set()
+        prefork, self._prefork, self._prefork_bytes = self._prefork, [], 0
+        for turn_id, pcm in prefork:
+            self.send_audio(pcm, turn_id)
+        flushes, self._prefork_flushes = self._prefork_flushes, []
+        for turn_id in flushes:
+            self.flush_audio(turn_id)
 
     def fork_text(self, text: str) -> None:
         # The first text frame is our metadata echoed back (fact 11); later ones are marks etc.

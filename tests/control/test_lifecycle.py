@@ -50,6 +50,8 @@ def test_one_call_end_to_end(controller_factory, sim_factory, greeting_wav) -> N
     answer_at = next(i for i, c in enumerate(commands) if "execute-app-name: answer" in c)
     fork_at = next(i for i, c in enumerate(commands) if c.startswith("api uuid_audio_fork"))
     assert answer_at < fork_at, "the fork must start only after the answer (fact 23)"
+    greeting_at = next(i for i, c in enumerate(commands) if "execute-app-name: playback" in c)
+    assert answer_at < greeting_at < fork_at, "the greeting file is queued right behind the answer"
     fork_cmd = commands[fork_at]
     url = f"ws://127.0.0.1:{controller.fork_server.port}/fork/{call.uuid}"
     metadata = json.dumps({"uuid": call.uuid, "mode": "stream"}, separators=(",", ":"))
@@ -118,11 +120,12 @@ def test_fork_connect_failure_gets_apology_and_hangup(controller_factory, sim_fa
     call = sim.place_call(script=CallerScript().hangup(at=10))
     assert call.wait(10)
     segments = call.recording.heard_segments()
-    assert [s["source"] for s in segments] == [apology_wav], "the caller heard the apology, not dead air"
+    assert segments[-1]["source"] == apology_wav, "the caller heard the apology, not dead air"
+    assert all(s["source"] in (greeting_wav, apology_wav) for s in segments)
     stops = [c for c in call.commands if c.startswith("api uuid_audio_fork") and " stop " in c + " "]
     assert stops, "the failed fork's media bug was removed (fact 15)"
     assert call.hangup_cause == "NORMAL_TEMPORARY_FAILURE"
-    assert not ToneHandler.instances, "no conversation started without media"
+    assert [h.closes for h in ToneHandler.instances] == [1], "the conversation was closed once"
 
 
 def test_fallback_transfers_when_an_extension_is_configured(controller_factory, sim_factory, greeting_wav) -> None:
@@ -235,3 +238,31 @@ def test_graceful_shutdown_drains_then_falls_back(controller_factory, sim_factor
     late = sim.place_call(script=CallerScript().hangup(at=1))
     assert late.wait(10)
     assert not any(c.startswith("api uuid_audio_fork") for c in late.commands), "no new calls after shutdown"
+
+
+def test_live_audio_before_the_fork_connects_is_kept(controller_factory, sim_factory) -> None:
+    from tests.control.conftest import tone_pcm
+
+    class LiveGreeting:
+        def __init__(self, call) -> None:
+            self.call = call
+
+        def start(self) -> None:  # a cache miss: live TTS audio arrives before the fork is up
+            self.call.send_audio(tone_pcm(700, 300), 1)
+
+        def on_caller_audio(self, pcm: bytes) -> None:
+            pass
+
+        def on_dtmf(self, digit: str) -> None:
+            pass
+
+        def close(self) -> None:
+            pass
+
+    controller = controller_factory(LiveGreeting)
+    sim = sim_factory(controller)
+    call = sim.place_call(script=CallerScript().hangup(at=1.5))
+    assert call.wait(10)
+    streamed = [s for s in call.recording.heard_segments() if s["source"] == "stream"]
+    assert streamed, "the early audio was played once the fork connected"
+    assert controller.snapshot()["bytes_out"] == len(tone_pcm(700, 300))
