@@ -21,7 +21,7 @@ from esl_agent.control.server import EslServer
 from esl_agent.control.session import EslSession
 from esl_agent.media.fork_server import ForkServer, ForkSink
 from esl_agent.ops.health import OpsServer
-from esl_agent.ops.metrics import make_registry
+from esl_agent.ops.metrics import TurnMetrics, make_registry
 
 log = logging.getLogger("esl_agent.app")
 
@@ -57,8 +57,10 @@ class Controller:
                                       self._fork_sink)
         self.esl_server = EslServer(parse_hostport(settings.server.esl_listen, src, "server.esl_listen"),
                                     self._run_call, self._admit, command_timeout=settings.server.command_timeout)
+        self.registry = make_registry(self)
+        self.turn_metrics = TurnMetrics(self.registry)
         self.ops_server = (OpsServer(parse_hostport(settings.server.http_listen, src, "server.http_listen"),
-                                     self.health, make_registry(self), outbound) if with_ops_server else None)
+                                     self.health, self.registry, outbound) if with_ops_server else None)
         self.fork_url = settings.server.fork_url
 
     # ------------------------------------------------------------------ servers
@@ -132,6 +134,7 @@ class Controller:
                 self._totals[key] += getattr(call.stats, key)
             if call.fallback_reason:
                 self.fallbacks += 1
+            self.turn_metrics.observe(getattr(call.handler, "timings", None))
             if self.on_call_end is not None:
                 try:
                     self.on_call_end(call)

@@ -18,7 +18,7 @@ from esl_agent.config import Settings, parse_hostport, secret
 from esl_agent.control.call import Call, CallHandler
 from esl_agent.control.originate import Originator
 from esl_agent.media import wavfile
-from esl_agent.ops.cdr import CdrLog
+from esl_agent.ops.call_records import CallRecords
 from esl_agent.ops.cost import Rates
 from esl_agent.pipeline.conversation import Conversation
 from esl_agent.pipeline.greetings import GreetingCache
@@ -67,8 +67,9 @@ class Agent:
 
     def controller_options(self) -> dict:
         """Keyword arguments for `Controller`: apology, dial guard, call records, outbound API."""
-        cdr = CdrLog(self.settings.ops.cdr_log, Rates.from_policy(self.policy, self.settings.ops.cost_per_minute))
-        return {"apology_file": self.apology_file, "dial_guard": self.dial_guard, "on_call_end": cdr.record,
+        records = CallRecords(self.settings.ops.call_records,
+                              Rates.from_policy(self.policy, self.settings.ops.cost_per_minute))
+        return {"apology_file": self.apology_file, "dial_guard": self.dial_guard, "on_call_end": records.record,
                 "outbound": self.outbound_api()}
 
     def outbound_api(self):

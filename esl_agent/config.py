@@ -206,7 +206,7 @@ class PolicySettings:
 class OpsSettings:
     log_level: str = "INFO"
     cost_per_minute: dict[str, float] = field(default_factory=dict)  # e.g. {stt: 0.016, tts: 0.004}
-    cdr_log: str = "var/calls.jsonl"
+    call_records: str = "var/calls.sqlite"  # one row per call: latency, usage, transcript, cost
 
 
 @dataclass(frozen=True)

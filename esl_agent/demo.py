@@ -19,6 +19,7 @@ import numpy as np
 from esl_agent import config, logs
 from esl_agent.app import Controller
 from esl_agent.assembly import build_agent
+from esl_agent.ops.call_records import CallRecords
 from esl_agent.providers.base import NoTurn
 from esl_agent.sim.caller import CallerScript
 from esl_agent.sim.freeswitch import FreeSwitchSimulator
@@ -40,7 +41,7 @@ def demo_settings(out: Path, fork_mode: str) -> config.Settings:
         "greetings": {"cache_dir": str(var / "greetings"), "warm_on_start": True},
         "contacts": {"path": str(ROOT / "conf" / "contacts.example.yaml")},
         "policy": {"path": str(ROOT / "conf" / "policy.yaml"), "audit_log": str(var / "audit.log")},
-        "ops": {"log_level": "WARNING", "cdr_log": str(var / "calls.jsonl"),
+        "ops": {"log_level": "WARNING", "call_records": str(var / "calls.sqlite"),
                 "cost_per_minute": {"stt": 0.016, "tts": 0.004, "llm": 0.002}},
     }, source="<demo>", env={})
 
@@ -72,9 +73,12 @@ def run_demo(out: Path, *, short: bool = False, fork_mode: str = "stream") -> in
         return np.frombuffer(pcm, dtype="<i2")
 
     script = CallerScript(synthesize=voice)
-    if not short:
+    if short:
+        script.say(text="Please put me through to Anna Berger.", after_agent_silence_ms=700)
+    else:
         script.say(text="What are your opening hours?", after_agent_silence_ms=700)
-    script.say(text="Please put me through to Anna Berger.", after_agent_silence_ms=700)
+        # ... and talks over the answer (a barge-in) half a second after the agent starts it
+        script.say(text="Sorry, one more thing. Please put me through to Anna Berger.", barge_in_ms=500)
     script.hangup(after_agent_silence_s=8.0)
     print(f"  calling {DID} from {CALLER} (fork mode {fork_mode}) ...", flush=True)
     call = sim.place_call(caller_number=CALLER, caller_name="Markus", destination=DID, script=script)
@@ -108,12 +112,14 @@ def _report(call, conversations, finished: bool, wav: Path, timeline_path: Path,
     if transfer:
         print(f"  transferred        {_t(transfer['t'])} to {transfer.get('destination', '?')}")
     print(f"  hangup             {call.hangup_cause or '-'}")
-    try:
-        cdr = [json.loads(line) for line in Path(settings.ops.cdr_log).read_text().splitlines()]
-        mine = next(r for r in cdr if r["uuid"] == call.uuid)
-        print(f"  cost               {mine['cost']:.4f} {mine['currency']} ({mine['cost_per_minute']:.4f}/min)")
-    except (OSError, StopIteration, ValueError):
-        pass
+    record = CallRecords(settings.ops.call_records).get(call.uuid)
+    if record is not None:
+        for turn in record["turns"]:
+            print(f"  turn {turn['turn']} latency     " + _latency(turn))
+        usage = record["usage"]
+        print(f"  usage              {usage.get('stt_seconds', 0):.1f} s audio to STT, {usage.get('tokens_out', 0)} "
+              f"LLM tokens out, {usage.get('tts_chars', 0)} characters to TTS")
+        print(f"  cost               {record['cost']:.4f} {record['currency']} ({record['cost_per_minute']:.4f}/min)")
     print(f"  caller's ear       {wav}")
     print(f"  wire timeline      {timeline_path}")
     ok = finished and answered is not None and greeting is not None and bool(call.hangup_cause)
@@ -133,6 +139,15 @@ def _dialogue(conversation) -> list[str]:
         for tool in getattr(m, "tool_calls", ()):
             lines.append(f"agent tool call    {tool.name}({json.dumps(tool.arguments)})")
     return lines
+
+
+def _latency(turn: dict) -> str:
+    parts = [f"{label} {turn[key]:.0f} ms" for key, label in (
+        ("llm_first_token_ms", "first token"), ("tts_first_byte_ms", "first TTS audio"),
+        ("first_audio_ms", "first audio out")) if turn.get(key) is not None]
+    if turn.get("interrupted_ms") is not None:
+        parts.append(f"barge-in at {turn['interrupted_ms']:.0f} ms")
+    return ", ".join(parts) + " after the end of the caller's turn" if parts else "-"
 
 
 def _t(value: float | None) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Protocol
 
+from prometheus_client import Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector, CollectorRegistry
 
@@ -48,3 +49,27 @@ def make_registry(source: MetricsSource) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(ControllerCollector(source))
     return registry
+
+
+LATENCY_BUCKETS = (0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0)
+
+
+class TurnMetrics:
+    """Per-turn latency histograms (seconds after the end of the caller's speech), observed at hangup."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.latency = Histogram("esl_agent_turn_latency_seconds",
+                                 "Time from the end of the caller's speech to each stage of the reply",
+                                 ["stage"], buckets=LATENCY_BUCKETS, registry=registry)
+        self.interrupted = Histogram("esl_agent_turn_interrupted_seconds",
+                                     "Time into a turn at which the caller barged in",
+                                     buckets=LATENCY_BUCKETS, registry=registry)
+
+    def observe(self, timings: object) -> None:
+        for t in timings or ():  # type: ignore[attr-defined]
+            for stage in ("llm_first_token", "first_sentence", "tts_first_byte", "first_audio"):
+                mark = getattr(t, stage, None)
+                if mark is not None:
+                    self.latency.labels(stage).observe(max(0.0, mark - t.end_of_turn))
+            if getattr(t, "interrupted", None) is not None:
+                self.interrupted.observe(max(0.0, t.interrupted - t.end_of_turn))

@@ -206,19 +206,20 @@ def test_health_and_metrics_endpoints(controller_factory) -> None:
 
 
 def test_call_record_with_cost(controller_factory, sim_factory, greeting_wav, tmp_path) -> None:
-    from esl_agent.ops.cdr import CdrLog
+    from esl_agent.ops.call_records import CallRecords
     from esl_agent.ops.cost import Rates
 
-    cdr = CdrLog(tmp_path / "calls.jsonl", Rates(inbound_per_minute=0.01, platform_per_minute=0.05,
-                                                 billing_increment_s=1))
+    records = CallRecords(tmp_path / "calls.sqlite", Rates(inbound_per_minute=0.01, platform_per_minute=0.05,
+                                                           billing_increment_s=1))
     controller = controller_factory(lambda call: ToneHandler(call, greeting_wav, 800.0),
-                                    controller_options={"on_call_end": cdr.record})
+                                    controller_options={"on_call_end": records.record})
     sim = sim_factory(controller)
     call = sim.place_call(caller_number="+4366412345", script=CallerScript().hangup(at=1.5))
     assert call.wait(10)
-    assert wait_for(lambda: (tmp_path / "calls.jsonl").exists())
-    record = json.loads((tmp_path / "calls.jsonl").read_text().splitlines()[0])
-    assert record["uuid"] == call.uuid
+    assert wait_for(lambda: not controller.calls)
+    record = CallRecords(tmp_path / "calls.sqlite").get(call.uuid)
+    assert record is not None and record["uuid"] == call.uuid
+    assert oct((tmp_path / "calls.sqlite").stat().st_mode & 0o777) == "0o600"
     assert record["caller"] == "+43******45"
     assert 1.0 < record["seconds"] < 3.0
     assert record["cost"] == pytest.approx(0.01 * 2 / 60 + 0.05 * record["seconds"] / 60, abs=1e-4)
