@@ -45,6 +45,7 @@ class ToneHandler:
             self.replied = True
             self.call.set_state("speaking", turn="1")
             self.call.send_audio(tone_pcm(self.reply_freq, 400), 1)
+            self.call.flush_audio(1)
 
     def on_dtmf(self, digit: str) -> None:
         self.digits.append(digit)

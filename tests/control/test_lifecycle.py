@@ -267,3 +267,47 @@ def test_live_audio_before_the_fork_connects_is_kept(controller_factory, sim_fac
     streamed = [s for s in call.recording.heard_segments() if s["source"] == "stream"]
     assert streamed, "the early audio was played once the fork connected"
     assert controller.snapshot()["bytes_out"] == len(tone_pcm(700, 300))
+
+
+def test_play_audio_mode_plays_the_modules_file(controller_factory, sim_factory, greeting_wav) -> None:
+    controller = controller_factory(lambda call: ToneHandler(call, greeting_wav, 1000.0), fork={"mode": "play_audio"})
+    sim = sim_factory(controller, fork_mode="play_audio")
+    call = sim.place_call(script=CallerScript().say(speech_like(800), at=0.4).hangup(at=2.5))
+    assert call.wait(10)
+    fork_cmd = next(c for c in call.commands if c.startswith("api uuid_audio_fork") and " start " in c)
+    assert fork_cmd.endswith('"mode":"play_audio"}'), "drachtio syntax: no streaming tokens"
+    played = [c for c in call.commands if "execute-app-name: playback" in c and ".tmp.r8" in c]
+    assert played, "the controller played the file mod_audio_fork wrote (fact 13)"
+    segments = call.recording.heard_segments()
+    assert any(s["source"].endswith(".tmp.r8") for s in segments), segments
+
+
+def test_far_end_silent_gets_a_fallback(controller_factory, sim_factory, greeting_wav) -> None:
+    controller = controller_factory(lambda call: ToneHandler(call, greeting_wav, 1000.0),
+                                    fork={"caller_silence_timeout": 1.0})
+    sim = sim_factory(controller)
+    call = sim.place_call(script=CallerScript().hangup(at=20))
+    assert wait_for(lambda: call.forks, 5)
+    for fork in call.forks.values():  # the media stops reaching us (e.g. one-way RTP loss upstream)
+        fork.paused = True
+    assert call.wait(10)
+    assert call.hangup_cause == "NORMAL_TEMPORARY_FAILURE"
+    assert any(s["source"].endswith("apology.wav") for s in call.recording.heard_segments())
+
+
+def test_turn_latency_histograms_on_metrics(controller_factory, sim_factory, greeting_wav) -> None:
+    from esl_agent.pipeline.records import TurnTiming
+
+    class Timed(ToneHandler):
+        def __init__(self, call) -> None:
+            super().__init__(call, greeting_wav, 600.0)
+            self.timings = [TurnTiming(turn=1, end_of_turn=10.0, llm_first_token=10.2, first_audio=10.45)]
+
+    controller = controller_factory(Timed)
+    sim = sim_factory(controller)
+    call = sim.place_call(script=CallerScript().hangup(at=1.0))
+    assert call.wait(10) and wait_for(lambda: not controller.calls)
+    base = f"http://127.0.0.1:{controller.ops_server.port}"
+    metrics = urllib.request.urlopen(base + "/metrics", timeout=5).read().decode()
+    assert 'esl_agent_turn_latency_seconds_bucket{le="0.5",stage="first_audio"} 1.0' in metrics
+    assert 'esl_agent_turn_latency_seconds_bucket{le="0.2",stage="llm_first_token"} 1.0' in metrics
