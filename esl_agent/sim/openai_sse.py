@@ -34,7 +34,7 @@ class ScriptedReply:
     """What the fake model answers: text (streamed word by word) and/or tool calls."""
 
     text: str = ""
-    tool_calls: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    tool_calls: list[tuple[str, dict[str, Any] | str]] = field(default_factory=list)  # str = raw (bad) JSON
     input_tokens: int = 12
     output_tokens: int = 7
 
@@ -325,7 +325,7 @@ class OpenAiSseServer(SseHttpServer):
             call_id = f"call_{cid[-4:]}_{index}"
             yield chunk({"tool_calls": [{"index": index, "id": call_id, "type": "function",
                                          "function": {"name": name, "arguments": ""}}]})
-            for frag in split_fragments(json.dumps(args)):
+            for frag in split_fragments(args if isinstance(args, str) else json.dumps(args)):
                 yield chunk({"tool_calls": [{"index": index, "function": {"arguments": frag}}]})
         yield chunk({}, "tool_calls" if reply.tool_calls else "stop")
         if want_usage and self.faults.include_usage:
