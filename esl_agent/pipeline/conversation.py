@@ -2,7 +2,9 @@
 
 It stays thin and pushes decisions into small modules: `endpointing` (when the caller's turn is
 over), `bargein` (whether speech during a reply interrupts it), `turns` (ids and cancellation),
-`sentences` (where TTS can start) and `agent.history` (what the model sees as said).
+`generation` (LLM rounds into sentences), `tool_rounds` (the tools), `speech_out` (synthesis,
+sending, pause and resume), `records` (timings and usage) and `agent.history` (what the model
+sees as said).
 
 One reply = one `Turn` with its own greenlet group: a generator greenlet (LLM stream, sentence
 splitting, tools), a TTS greenlet per sentence (synthesis of sentence n+1 overlaps the playback of
@@ -15,60 +17,33 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol
 
-import gevent
-import gevent.event
-import gevent.lock
 import gevent.pool
-import gevent.queue
 
 from esl_agent import logs
-from esl_agent.agent.history import ConversationHistory, ReplyRecord, SpokenSentence, locate
-from esl_agent.agent.speech_text import for_speech
+from esl_agent.agent.history import ConversationHistory
 from esl_agent.config import PipelineSettings
-from esl_agent.errors import ProviderError, ProviderTimeout
+from esl_agent.errors import ProviderError
 from esl_agent.pipeline.bargein import BargeInDetector, Decision, PlaybackView, StateTuning
 from esl_agent.pipeline.endpointing import EndOfTurnDetector
+from esl_agent.pipeline.generation import ReplyWriter
 from esl_agent.pipeline.ports import CallControl
-from esl_agent.pipeline.sentences import SentenceSplitter
-from esl_agent.pipeline.turns import Clock, GeventClock, Turn, TurnClock
+from esl_agent.pipeline.records import CallUsage, TurnTiming
+from esl_agent.pipeline.speech_out import SHARED_PREPARED, PreparedAudio, Reply, Speaker
+from esl_agent.pipeline.tool_rounds import ToolOutcome, ToolRunner, Tools
+from esl_agent.pipeline.turns import Clock, GeventClock, TurnClock
 from esl_agent.providers.base import (
     LanguageModel,
-    NoTurn,
     SpeechToText,
     SttStream,
-    TextDelta,
     TextToSpeech,
     ToolCall,
-    ToolSpec,
     Transcript,
-    Usage,
 )
 
 # ------------------------------------------------------------------------------ collaborators
-
-
-class ToolOutcome(Protocol):
-    """What `tools.execute` returns (esl_agent.agent.tools.ToolResult)."""
-
-    content: str
-    ends_call: bool
-    after_speech: Callable[[], Any] | None
-
-
-class Tools(Protocol):
-    """The LLM's tools (esl_agent.agent.tools.AgentTools).
-
-    Optional: `speech_cancelled()` is called when a barge-in dropped a pending after-speech
-    action (the tools may then allow a new transfer or hang-up).
-    """
-
-    def specs(self) -> list[ToolSpec]: ...
-
-    def execute(self, tool_call: ToolCall) -> ToolOutcome: ...
 
 
 class Greetings(Protocol):
@@ -87,155 +62,7 @@ class Contacts(Protocol):
     def by_number(self, caller_id: str | None) -> Any: ...
 
 
-@dataclass
-class _FailedTool:
-    content: str
-    ends_call: bool = False
-    after_speech: Callable[[], Any] | None = None
-
-
-# ------------------------------------------------------------------------------ prepared audio
-
-
-class PreparedAudio:
-    """Short fixed phrases (filler, apology) synthesised once per voice and kept in memory.
-
-    Shared by the calls of a process: the key is provider, voice, sample rate and text.
-    """
-
-    def __init__(self) -> None:
-        self._items: dict[tuple[str, str, int, str], gevent.event.AsyncResult] = {}
-
-    def get(self, tts: TextToSpeech, text: str, sample_rate: int, language: str) -> gevent.event.AsyncResult:
-        """The audio of `text` (bytes, or None if synthesis failed); starts synthesis if needed."""
-        key = (tts.name, tts.voice, sample_rate, text)
-        result = self._items.get(key)
-        if result is None or (result.ready() and result.value is None):
-            result = gevent.event.AsyncResult()
-            self._items[key] = result
-            gevent.spawn(self._render, result, tts, text, sample_rate, language)
-        return result
-
-    @staticmethod
-    def _render(result: gevent.event.AsyncResult, tts: TextToSpeech, text: str, rate: int, language: str) -> None:
-        try:
-            convert = _Resampler(tts.sample_rate, rate)
-            pcm = b"".join(convert(c) for c in tts.synthesize(for_speech(text, language), NoTurn()))
-            result.set(pcm + convert(b"", last=True) or None)
-        except Exception as exc:  # a prepared phrase is optional
-            logs.call_logger("-", __name__).warning("prepared phrase failed: %s", type(exc).__name__)
-            result.set(None)
-
-
-SHARED_PREPARED = PreparedAudio()
-
-
-class _Resampler:
-    """Streaming resampler from the TTS rate to the call rate (identity when they match)."""
-
-    def __init__(self, from_rate: int, to_rate: int) -> None:
-        self._stream = None
-        self._from, self._to = from_rate, to_rate
-        if from_rate != to_rate:
-            try:
-                import soxr
-
-                self._stream = soxr.ResampleStream(from_rate, to_rate, 1, dtype="int16")
-            except ImportError:
-                self._stream = None
-
-    def __call__(self, pcm: bytes, last: bool = False) -> bytes:
-        if self._from == self._to:
-            return pcm
-        if self._stream is None:
-            from esl_agent.media.wavfile import resample
-
-            return resample(pcm, self._from, self._to)
-        import numpy as np
-
-        samples = np.frombuffer(pcm[: len(pcm) // 2 * 2], dtype="<i2")
-        return np.asarray(self._stream.resample_chunk(samples, last=last), dtype="<i2").tobytes()
-
-
-# ------------------------------------------------------------------------------ per turn
-
-
-@dataclass
-class TurnTiming:
-    """Latency marks of one turn (clock seconds; None = did not happen) and its usage."""
-
-    turn: int
-    end_of_turn: float
-    llm_first_token: float | None = None
-    first_sentence: float | None = None
-    tts_first_byte: float | None = None
-    first_audio: float | None = None
-    filler: float | None = None
-    interrupted: float | None = None
-    tokens_in: int = 0
-    tokens_out: int = 0
-    tts_chars: int = 0
-
-
-@dataclass
-class CallUsage:
-    """Usage of the whole call, for cost: STT audio seconds, LLM tokens, TTS characters."""
-
-    stt_seconds: float = 0.0
-    tokens_in: int = 0
-    tokens_out: int = 0
-    tts_chars: int = 0
-
-
-class _Utterance:
-    """One sentence (or filler, or apology) on its way to the caller, audio streamed in."""
-
-    def __init__(self, spoken: SpokenSentence, kind: str = "sentence") -> None:
-        self.spoken = spoken
-        self.kind = kind  # sentence | filler | apology
-        self.chunks: gevent.queue.Queue = gevent.queue.Queue()
-        self.audio = bytearray()  # what was sent of it (kept to resume after a pause)
-        self.complete = False
-
-    @property
-    def text(self) -> str:
-        return self.spoken.text
-
-
-_END = object()
-_HEARD_TOLERANCE_MS = 250.0  # heard accounting of file playbacks is only this exact
-
-
-@dataclass(eq=False)
-class _Reply:
-    """One turn's reply in flight: its utterance queue, playback position, pause and tool actions."""
-
-    turn: Turn
-    record: ReplyRecord | None
-    timing: TurnTiming
-    file_text: str = ""  # a greeting played from a file: no record, just what it says
-    queue: gevent.queue.Queue = field(default_factory=gevent.queue.Queue)
-    utterances: list[_Utterance] = field(default_factory=list)  # those whose audio started
-    queued_any: bool = False
-    origin_ms: float | None = None  # reply position = call.heard_ms() - origin_ms
-    paused_at: float | None = None
-    pause_words: int = 0
-    pause_timer: Any = None
-    resume_gate: gevent.event.Event = field(default_factory=gevent.event.Event)
-    finished: gevent.event.Event = field(default_factory=gevent.event.Event)
-    after_speech: list[Callable[[], Any]] = field(default_factory=list)
-    ends_call: bool = False
-    done_sending: bool = False
-    worker: gevent.Greenlet | None = None
-    tts_jobs: list[gevent.Greenlet] = field(default_factory=list)
-    tts_slots: gevent.lock.Semaphore = field(default_factory=lambda: gevent.lock.Semaphore(3))
-
-    def __post_init__(self) -> None:
-        self.resume_gate.set()
-
-
 # ------------------------------------------------------------------------------ the conductor
-
 
 class Conversation:
     """Runs the conversation of one call over its `CallControl` port.
@@ -308,7 +135,6 @@ class Conversation:
         self.max_tool_rounds = max_tool_rounds
         self.max_stt_restarts = max_stt_restarts
         self.llm_turn_timeout = llm_turn_timeout
-        self.tts_timeout = tts_timeout
         self.log = logs.call_logger(call.caller.uuid, "esl_agent.pipeline")
         self.turns = TurnClock()
         self.history = ConversationHistory("", history_messages)
@@ -319,13 +145,33 @@ class Conversation:
         self.contact: Any = None
         self._group = gevent.pool.Group()
         self._stream: SttStream | None = None
-        self._reply: _Reply | None = None
+        self._reply: Reply | None = None
         self._closed = False
         self._ending = False
         self._state: tuple[str, int] = ("", -1)
-        self._bytes_per_ms = sample_rate * 2 / 1000.0
-        self._tool_specs: list[ToolSpec] | None = None
         self._dtmf_ids = itertools.count(1)
+        self._tools = ToolRunner(tools, self._group, self.log)
+        self._speaker = Speaker(
+            call, tts, self.clock, self.turns, settings, self.usage, self.log,
+            publish=self._publish, on_heard=self._complete,
+            current=lambda: self._reply, closed=lambda: self._closed,
+            sample_rate=sample_rate, language=language, prepared=self.prepared, tts_timeout=tts_timeout,
+            apology_text=apology_text, apology_file=apology_file,
+        )
+        self._writer = ReplyWriter(
+            llm, self._tools, lambda: self.history.messages(), self._speaker.enqueue, settings,
+            self.clock, self.usage, self.log,
+            apology_text=apology_text, max_tool_rounds=max_tool_rounds, llm_turn_timeout=llm_turn_timeout,
+        )
+
+    @property
+    def tts_timeout(self) -> float:
+        """The longest wait for the next audio chunk of a sentence."""
+        return self._speaker.tts_timeout
+
+    @tts_timeout.setter
+    def tts_timeout(self, seconds: float) -> None:
+        self._speaker.tts_timeout = seconds
 
     # ============================================================== the port the Call drives
 
@@ -436,17 +282,20 @@ class Conversation:
 
     def _on_transcript(self, transcript: Transcript) -> None:
         reply = self._reply
-        if reply is not None and not reply.finished.is_set() and self._heard_all(reply):
+        if reply is not None and not reply.finished.is_set() and self._speaker.heard_all(reply):
             self._complete(reply)  # heard in full a moment ago: speech now is a new turn
         if self._closed or self._ending:
             return
-        if reply is not None and self._busy(reply):
+        if reply is not None and self._speaker.busy(reply):
             decision = self.detector.assess(transcript)
             if decision is Decision.IGNORE:
                 self.log.debug("caller speech ignored: %s", self.detector.last_reason)
                 return
             if decision is Decision.PAUSE:
-                self._pause(reply, len(self.detector.real_words(transcript.text)))
+                self._speaker.pause(
+                    reply, len(self.detector.real_words(transcript.text)),
+                    self.detector.false_interruption_ms / 1000.0,
+                )
                 return
             self.log.info("barge-in: %s", self.detector.last_reason,
                           extra={"turn": reply.turn.id, "text": logs.redact_text(transcript.text)})
@@ -468,19 +317,19 @@ class Conversation:
         *,
         fixed: str | None = None,
         tool: tuple[ToolCall, ToolOutcome] | None = None,
-    ) -> _Reply | None:
+    ) -> Reply | None:
         """Start a turn: the LLM's answer to `user_text`, or a fixed text (greeting, DTMF)."""
         if self._closed or self._ending:
             return None
         old = self._reply
-        if old is not None and self._busy(old):
+        if old is not None and self._speaker.busy(old):
             self._interrupt("new turn")
         if user_text is not None:
             self.history.add_user(user_text)
         turn = self.turns.begin()
         timing = TurnTiming(turn.id, self.clock.now())
         self.timings.append(timing)
-        reply = _Reply(turn, self.history.begin_reply(), timing)
+        reply = Reply(turn, self.history.begin_reply(), timing)
         self._reply = reply
         if tool is not None:
             call, outcome = tool
@@ -491,261 +340,14 @@ class Conversation:
                 reply.after_speech.append(outcome.after_speech)
             reply.ends_call = bool(outcome.ends_call)
         self._publish("thinking", turn.id, user_text)
-        turn.spawn(self._speak, reply)
-        reply.worker = turn.spawn(self._generate, reply, fixed)
+        turn.spawn(self._speaker.speak, reply)
+        reply.worker = turn.spawn(self._writer.generate, reply, fixed)
         if fixed is None:
-            self._prepare_phrases()  # while the model thinks; a fixed text warms after its audio
-            turn.spawn(self._filler_watch, reply)
+            self._speaker.prepare_phrases()  # while the model thinks; a fixed text warms after its audio
+            turn.spawn(self._speaker.filler_watch, reply)
         return reply
 
-    def _generate(self, reply: _Reply, fixed: str | None) -> None:
-        """Produce the reply's sentences: a fixed text, or LLM rounds with tools in between."""
-        turn = reply.turn
-        try:
-            if fixed is not None:
-                splitter = SentenceSplitter(self.settings.max_clause_chars)
-                for sentence in splitter.push(fixed) + splitter.flush():
-                    self._enqueue(reply, sentence)
-            else:
-                for round_no in itertools.count():
-                    calls = self._llm_round(reply)
-                    if not calls or turn.cancelled:
-                        break
-                    if round_no >= self.max_tool_rounds:
-                        self.log.warning("too many tool rounds in one turn; stopping", extra={"turn": turn.id})
-                        break
-                    self._run_tools(reply, calls)
-                    if turn.cancelled:
-                        return
-        except Exception as exc:  # ProviderError, or a broken provider: apologise
-            if turn.cancelled:
-                return
-            if not isinstance(exc, ProviderError):
-                self.log.exception("language model raised")
-            self.log.warning("language model failed: %s", type(exc).__name__, extra={"turn": turn.id})
-            reply.after_speech.clear()
-            reply.ends_call = False
-            self._enqueue(reply, self.apology_text, kind="apology")
-        reply.queue.put(_END)
-
-    def _llm_round(self, reply: _Reply) -> list[ToolCall]:
-        """Stream one LLM answer; sentences go to TTS as soon as they are complete."""
-        turn, timing = reply.turn, reply.timing
-        streaming = self.settings.sentence_streaming
-        splitter = SentenceSplitter(self.settings.max_clause_chars)
-        whole: list[str] = []
-        calls: list[ToolCall] = []
-        events = self.llm.stream(self.history.messages(), self._specs(), turn)
-        deadline = gevent.Timeout(
-            self.llm_turn_timeout, ProviderTimeout(f"no complete reply in {self.llm_turn_timeout:g} s")
-        )
-        deadline.start()
-        try:
-            for event in events:
-                if turn.cancelled:
-                    return []
-                if isinstance(event, TextDelta):
-                    if timing.llm_first_token is None:
-                        timing.llm_first_token = self.clock.now()
-                    if streaming:
-                        for sentence in splitter.push(event.text):
-                            self._enqueue(reply, sentence)
-                    else:
-                        whole.append(event.text)
-                elif isinstance(event, ToolCall):
-                    if timing.llm_first_token is None:
-                        timing.llm_first_token = self.clock.now()
-                    if streaming and not calls:
-                        for sentence in splitter.flush():  # text before a tool call is complete
-                            self._enqueue(reply, sentence)
-                    calls.append(event)
-                elif isinstance(event, Usage):
-                    timing.tokens_in += event.input_tokens
-                    timing.tokens_out += event.output_tokens
-                    self.usage.tokens_in += event.input_tokens
-                    self.usage.tokens_out += event.output_tokens
-        finally:
-            deadline.cancel()
-            _close(events)
-        if turn.cancelled:
-            return []
-        rest = splitter.flush() if streaming else ["".join(whole).strip()]
-        for sentence in rest:
-            if sentence:
-                self._enqueue(reply, sentence)
-        return calls
-
-    def _run_tools(self, reply: _Reply, calls: Sequence[ToolCall]) -> None:
-        assert reply.record is not None
-        reply.record.add_tool_calls(calls)
-        for tool_call in calls:
-            self.log.info("tool call", extra={"tool": tool_call.name, "turn": reply.turn.id})
-            # In the call's group: a tool that started finishes even if the caller barges in.
-            outcome = self._group.spawn(self._execute_tool, tool_call).get()
-            reply.record.add_tool_result(tool_call.id, outcome.content)
-            if reply.turn.cancelled:
-                return
-            if outcome.after_speech is not None:
-                reply.after_speech.append(outcome.after_speech)
-            reply.ends_call = reply.ends_call or bool(outcome.ends_call)
-
-    def _execute_tool(self, tool_call: ToolCall) -> ToolOutcome:
-        try:
-            return self.tools.execute(tool_call)
-        except Exception:  # a tool failure is spoken about, never fatal
-            self.log.exception("tool raised", extra={"tool": tool_call.name})
-            return _FailedTool(f"The {tool_call.name} tool failed. Apologise briefly and offer another way to help.")
-
-    def _specs(self) -> list[ToolSpec]:
-        if self._tool_specs is None:
-            self._tool_specs = list(self.tools.specs())
-        return self._tool_specs
-
-    # ============================================================== speech out
-
-    def _enqueue(self, reply: _Reply, text: str, kind: str = "sentence", pcm: bytes | None = None) -> None:
-        """Queue a sentence for the speaker; its synthesis starts now (in parallel with playback)."""
-        if reply.turn.cancelled:
-            return
-        if reply.timing.first_sentence is None and kind == "sentence":
-            reply.timing.first_sentence = self.clock.now()
-        assert reply.record is not None
-        utterance = _Utterance(reply.record.say(text, in_history=kind != "filler"), kind)
-        reply.queued_any = True
-        if pcm is None and kind == "apology":
-            pcm = self._prepared_ready(self.apology_text)
-        if pcm is not None:
-            utterance.chunks.put(pcm)
-            utterance.chunks.put(_END)
-        else:
-            reply.tts_jobs.append(reply.turn.spawn(self._synthesize, reply, utterance))
-        reply.queue.put(utterance)
-
-    def _synthesize(self, reply: _Reply, utterance: _Utterance) -> None:
-        turn = reply.turn
-        with reply.tts_slots:
-            if turn.cancelled:
-                return
-            convert = _Resampler(self.tts.sample_rate, self.sample_rate)
-            reply.timing.tts_chars += len(utterance.text)
-            self.usage.tts_chars += len(utterance.text)
-            chunks = self.tts.synthesize(for_speech(utterance.text, self.language), turn)
-            try:
-                for chunk in chunks:
-                    if turn.cancelled:
-                        return
-                    if reply.timing.tts_first_byte is None:
-                        reply.timing.tts_first_byte = self.clock.now()
-                    pcm = convert(chunk)
-                    if pcm:
-                        utterance.chunks.put(pcm)
-                tail = convert(b"", last=True)
-                if tail:
-                    utterance.chunks.put(tail)
-                utterance.chunks.put(_END)
-            except ProviderError as exc:
-                utterance.chunks.put(exc)
-            except Exception as exc:  # a broken provider must not kill the call
-                self.log.exception("text to speech raised")
-                utterance.chunks.put(ProviderError(f"{type(exc).__name__}"))
-            finally:
-                _close(chunks)
-
-    def _speak(self, reply: _Reply) -> None:
-        """Send the reply's utterances in order, each as its audio arrives; then finish the turn."""
-        turn = reply.turn
-        apologised = False
-        while True:
-            utterance = reply.queue.get()
-            if utterance is _END:
-                break
-            try:
-                self._play(reply, utterance)
-            except ProviderError as exc:
-                if turn.cancelled:
-                    return
-                self.log.warning("text to speech failed: %s", type(exc).__name__, extra={"turn": turn.id})
-                if apologised or utterance.kind == "apology":
-                    self._play_apology_file()
-                    break
-                apologised = True
-                self._abandon_generation(reply)
-                self._enqueue(reply, self.apology_text, kind="apology")
-                reply.queue.put(_END)
-            if turn.cancelled:
-                return
-        self._finish(reply)
-
-    def _play(self, reply: _Reply, utterance: _Utterance) -> None:
-        turn = reply.turn
-        started = False
-        while True:
-            try:
-                item = utterance.chunks.get(timeout=self.tts_timeout)
-            except gevent.queue.Empty:
-                raise ProviderTimeout(f"no speech audio within {self.tts_timeout:g} s") from None
-            if item is _END:
-                break
-            if isinstance(item, ProviderError):
-                raise item
-            reply.resume_gate.wait()
-            if turn.cancelled:
-                return
-            if not started:
-                started = True
-                reply.utterances.append(utterance)
-                if reply.origin_ms is None:
-                    # Nothing of ours is playing when a reply starts (a busy one is interrupted).
-                    reply.origin_ms = self.call.heard_ms()
-                    reply.timing.first_audio = self.clock.now()
-                    self._publish("speaking", turn.id)
-                    self._prepare_phrases()
-            self.call.send_audio(item, turn.id)
-            utterance.audio += item
-            utterance.spoken.duration_ms += len(item) / self._bytes_per_ms
-        utterance.complete = True
-        if started and not turn.cancelled:
-            self.call.flush_audio(turn.id)
-
-    def _abandon_generation(self, reply: _Reply) -> None:
-        """Stop the LLM and the other TTS jobs of a reply whose audio cannot continue."""
-        current = gevent.getcurrent()
-        for job in [reply.worker, *reply.tts_jobs]:
-            if job is not None and job is not current:
-                job.kill(block=False)
-        reply.after_speech.clear()
-        reply.ends_call = False
-        while not reply.queue.empty():
-            dropped = reply.queue.get_nowait()
-            if isinstance(dropped, _Utterance) and reply.record is not None:
-                reply.record.unsay(dropped.spoken)
-
-    def _finish(self, reply: _Reply) -> None:
-        """After the last utterance was sent: wait until it was heard, then complete the turn."""
-        reply.done_sending = True
-        deadline = self.clock.now() + self._reply_ms(reply) / 1000.0 + 3.0
-        while not reply.finished.is_set():
-            if reply.turn.cancelled or self._closed:
-                return
-            if self._heard_all(reply):
-                break
-            if self.clock.now() > deadline and reply.resume_gate.is_set():
-                self.log.warning("playback end not seen in time; going on", extra={"turn": reply.turn.id})
-                break
-            remaining = self._reply_ms(reply) - self._position(reply)
-            self.clock.sleep(min(0.1, max(0.02, remaining / 1000.0)))
-        self._complete(reply)
-
-    def _heard_all(self, reply: _Reply) -> bool:
-        """Everything of the reply was sent and played (within a small tolerance)."""
-        return (
-            reply.done_sending
-            and reply.resume_gate.is_set()
-            and not self.call.playing()
-            and self._position(reply) >= self._reply_ms(reply) - _HEARD_TOLERANCE_MS
-        )
-
-    def _complete(self, reply: _Reply) -> None:
+    def _complete(self, reply: Reply) -> None:
         """The reply was heard: run its tool actions (transfer, hang-up) or listen again. Once."""
         if reply.finished.is_set() or reply.turn.cancelled or self._closed:
             return
@@ -779,47 +381,13 @@ class Conversation:
 
     # ============================================================== barge-in
 
-    def _busy(self, reply: _Reply) -> bool:
-        """The reply is still being generated, spoken or paused (caller speech may interrupt it)."""
-        return not reply.finished.is_set() or reply.paused_at is not None or self.call.playing()
-
-    def _position(self, reply: _Reply) -> float:
-        """Milliseconds of this reply the caller has heard."""
-        if reply.paused_at is not None:
-            return reply.paused_at
-        if reply.origin_ms is None:
-            return 0.0
-        return min(max(0.0, self.call.heard_ms() - reply.origin_ms), self._reply_ms(reply))
-
-    @staticmethod
-    def _reply_ms(reply: _Reply) -> float:
-        return reply.record.spoken_ms if reply.record is not None else 0.0
-
     def _playback_view(self) -> PlaybackView:
-        reply = self._reply
-        if reply is None or not self._busy(reply):
-            return PlaybackView("listening")
-        if reply.file_text:
-            return PlaybackView("speaking", sentence=reply.file_text, elapsed_ms=self.call.heard_ms())
-        if reply.origin_ms is None or reply.record is None:
-            return PlaybackView("thinking")
-        if reply.paused_at is None and not self.call.playing():
-            return PlaybackView("thinking")
-        sentences = reply.record.sentences
-        where = locate(sentences, self._position(reply))
-        if where is None:
-            return PlaybackView("thinking")
-        index, elapsed = where
-        previous = sentences[index - 1].text if index > 0 else ""
-        return PlaybackView(
-            "speaking", sentence=sentences[index].text, previous=previous, elapsed_ms=elapsed,
-            paused=reply.paused_at is not None,
-        )
+        return self._speaker.view(self._reply)
 
     def _interrupt(self, reason: str) -> None:
         """Cancel the current reply: new turn id, silence at once, history cut to what was heard."""
         reply = self._reply
-        heard = self._position(reply) if reply is not None else 0.0
+        heard = self._speaker.position(reply) if reply is not None else 0.0
         was_playing = reply is not None and reply.paused_at is None and (
             reply.origin_ms is not None or reply.file_text != ""
         )  # a paused reply was already stopped
@@ -832,7 +400,7 @@ class Conversation:
             reply.pause_timer.kill(block=False)
         reply.timing.interrupted = self.clock.now()
         if reply.after_speech and not reply.finished.is_set():
-            self._after_speech_dropped()
+            self._tools.speech_cancelled()
         if reply.record is not None:
             reply.record.cut(heard)
         reply.finished.set()
@@ -841,61 +409,12 @@ class Conversation:
         self.log.info("reply interrupted (%s)", reason, extra={"turn": reply.turn.id, "heard_ms": int(heard)})
         self._publish("listening", self.turns.current)
 
-    def _pause(self, reply: _Reply, words: int) -> None:
-        """Maybe an interruption: stop playback, resume if no more words follow in time."""
-        if reply.file_text:
-            return  # a greeting file cannot be resumed: only a real interruption stops it
-        if reply.paused_at is None:
-            if reply.origin_ms is None:
-                return
-            reply.paused_at = self._position(reply)
-            reply.resume_gate.clear()
-            self.call.stop_audio()
-            reply.pause_words = words
-            self.log.info("paused for possible interruption", extra={"turn": reply.turn.id})
-            self._publish("listening", reply.turn.id)
-        elif words > reply.pause_words:
-            reply.pause_words = words
-        else:
-            return
-        if reply.pause_timer is not None:
-            reply.pause_timer.kill(block=False)
-        reply.pause_timer = self.clock.call_later(
-            self.detector.false_interruption_ms / 1000.0, self._false_interruption, reply
-        )
-
-    def _false_interruption(self, reply: _Reply) -> None:
-        if reply is not self._reply or reply.turn.cancelled or reply.paused_at is None or self._closed:
-            return
-        self.log.info("false interruption: resuming", extra={"turn": reply.turn.id})
-        self._resume(reply)
-
-    def _resume(self, reply: _Reply) -> None:
-        """Send the reply again from where the caller stopped hearing it, under a fresh turn id."""
-        position = reply.paused_at or 0.0
-        turn_id = self.turns.renew(reply.turn)
-        reply.origin_ms = self.call.heard_ms() - position
-        start = 0.0
-        assert reply.record is not None
-        for utterance in reply.utterances:
-            end = start + utterance.spoken.duration_ms
-            if end > position and utterance.audio:
-                offset = int(max(0.0, position - start) * self._bytes_per_ms) // 2 * 2
-                self.call.send_audio(bytes(utterance.audio[offset:]), turn_id)
-                if utterance.complete:
-                    self.call.flush_audio(turn_id)
-            start = end
-        reply.paused_at = None
-        reply.pause_timer = None
-        reply.resume_gate.set()
-        self._publish("speaking", turn_id)
-
     # ============================================================== greeting, DTMF, fallbacks
 
     def _play_greeting_file(self, path: str, text: str) -> bool:
         turn = self.turns.begin()
         timing = TurnTiming(turn.id, self.clock.now(), first_audio=self.clock.now())
-        reply = _Reply(turn, None, timing, file_text=text)
+        reply = Reply(turn, None, timing, file_text=text)
         result = self.call.play_file(path)
         if not getattr(result, "ok", False):
             self.log.warning("greeting file did not play: %s", getattr(result, "reply", "")[:80])
@@ -914,54 +433,12 @@ class Conversation:
             self._begin_reply(request + " Transfer them to a colleague.")
             return
         tool_call = ToolCall(f"dtmf-{next(self._dtmf_ids)}", "transfer_call", {"name": self.human_contact})
-        outcome = self._execute_tool(tool_call)
+        outcome = self._tools.execute(tool_call)
         if outcome.after_speech is None:
             self.log.warning("dtmf transfer refused by the tools; asking the model")
             self._begin_reply(request)
             return
         self._begin_reply(request, fixed=self.transfer_text, tool=(tool_call, outcome))
-
-    def _prepare_phrases(self) -> None:
-        """Synthesise the filler and the apology once (per voice), off the call path."""
-        for text in (self.settings.filler_text, self.apology_text):
-            if text:
-                self.prepared.get(self.tts, text, self.sample_rate, self.language)
-
-    def _prepared_ready(self, text: str) -> bytes | None:
-        result = self.prepared.get(self.tts, text, self.sample_rate, self.language)
-        return result.value if result.ready() else None
-
-    def _filler_watch(self, reply: _Reply) -> None:
-        """No first sentence after `filler_after_ms`: play the prepared filler, never silence."""
-        self.clock.sleep(self.settings.filler_after_ms / 1000.0)
-        if reply.queued_any or reply.turn.cancelled or not self.settings.filler_text:
-            return
-        prepared = self.prepared.get(self.tts, self.settings.filler_text, self.sample_rate, self.language)
-        prepared.wait(timeout=self.settings.filler_after_ms / 1000.0 + 5.0)
-        pcm = prepared.value if prepared.ready() else None
-        if pcm is None or reply.queued_any or reply.turn.cancelled:
-            return
-        reply.timing.filler = self.clock.now()
-        self.log.info("first token late: filler", extra={"turn": reply.turn.id})
-        self._enqueue(reply, self.settings.filler_text, kind="filler", pcm=pcm)
-
-    def _after_speech_dropped(self) -> None:
-        """A barge-in cancelled a transfer/hang-up before it ran: let the tools allow a new one."""
-        self.log.info("pending call-ending action cancelled by the caller")
-        hook = getattr(self.tools, "speech_cancelled", None)
-        if hook is not None:
-            try:
-                hook()
-            except Exception:
-                self.log.exception("tools.speech_cancelled failed")
-
-    def _play_apology_file(self) -> None:
-        if self.apology_file:
-            result = self.call.play_file(self.apology_file)
-            if not getattr(result, "ok", False):
-                self.log.error("apology file did not play either")
-        else:
-            self.log.error("no way to speak the apology (TTS down, no apology file)")
 
     def _give_up(self) -> None:
         """The recogniser cannot be reopened: apologise and hang up (never silent dead air)."""
@@ -970,6 +447,7 @@ class Conversation:
             reply.ends_call = True
 
     def _publish(self, state: str, turn_id: int, text: str | None = None) -> None:
+        """Publish the call state (channel variables and an event), once per change."""
         if self._state == (state, turn_id) and text is None:
             return
         self._state = (state, turn_id)
@@ -981,9 +459,3 @@ class Conversation:
         except Exception:  # publishing state must never break the conversation
             self.log.exception("set_state failed")
 
-
-def _close(iterator: Iterator[Any] | Any) -> None:
-    close = getattr(iterator, "close", None)
-    if close is not None:
-        with contextlib.suppress(Exception):
-            close()

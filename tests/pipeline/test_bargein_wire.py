@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from esl_agent.config import GoogleTtsSettings, HttpLlmSettings, PipelineSettings
-from esl_agent.pipeline.conversation import Conversation, PreparedAudio
+from esl_agent.pipeline.conversation import Conversation
+from esl_agent.pipeline.speech_out import PreparedAudio
 from esl_agent.providers.google_tts import GoogleTextToSpeech
 from esl_agent.providers.openai_llm import OpenAiLanguageModel
 from esl_agent.sim.google_grpc import GoogleLoopbackServer, TtsScript

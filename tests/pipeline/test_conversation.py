@@ -13,8 +13,9 @@ import pytest
 from esl_agent.agent.tools import ToolResult
 from esl_agent.config import PipelineSettings
 from esl_agent.errors import ProviderError
-from esl_agent.pipeline.conversation import Conversation, PreparedAudio
+from esl_agent.pipeline.conversation import Conversation
 from esl_agent.pipeline.ports import CommandResult
+from esl_agent.pipeline.speech_out import PreparedAudio
 from esl_agent.providers.base import ToolCall
 from tests.pipeline.clock import ManualClock
 from tests.pipeline.fakes import (

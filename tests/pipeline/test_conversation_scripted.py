@@ -14,8 +14,9 @@ from esl_agent.agent.contacts import YamlContactStore
 from esl_agent.agent.prompt import build_system_prompt
 from esl_agent.agent.tools import AgentTools
 from esl_agent.config import AgentSettings, GreetingSettings, PipelineSettings
-from esl_agent.pipeline.conversation import Conversation, PreparedAudio
+from esl_agent.pipeline.conversation import Conversation
 from esl_agent.pipeline.greetings import GreetingCache
+from esl_agent.pipeline.speech_out import PreparedAudio
 from esl_agent.providers.failover import FailoverLanguageModel
 from esl_agent.providers.scripted_llm import ScriptedLanguageModel
 from tests.pipeline.fakes import FakeCall, FakeStt, FakeTts, tone, wait_until

@@ -12,7 +12,8 @@ import time
 from pathlib import Path
 
 from esl_agent.config import PipelineSettings
-from esl_agent.pipeline.conversation import Conversation, PreparedAudio
+from esl_agent.pipeline.conversation import Conversation
+from esl_agent.pipeline.speech_out import PreparedAudio
 from tests.pipeline.fakes import FakeCall, FakeGreetings, FakeLlm, FakeStt, FakeTools, FakeTts, Sleep, wait_until
 
 REPLY = (
