@@ -2,7 +2,9 @@
 
 Serialisers for what FreeSWITCH sends (command/reply, api/response, plain and json events, the
 CHANNEL_DATA connect reply, disconnect notices) and an incremental reader for what a controller
-sends (commands with optional headers and body). See PROTOCOLS.md 1.3/1.4 and the captures in
+sends (commands with optional headers and body). Reading FreeSWITCH's frames back (tests, tools)
+keeps the raw bytes and is lenient about garbage (`FrameReader`); event payloads and values are
+parsed like the controller does (`esl_agent.control.wire`). See PROTOCOLS.md 1.3/1.4 and the captures in
 tests/fixtures/: event frames put Content-Length first, api/response puts it second, the connect
 reply has none, events with a body of their own end with an inner `Content-Length: M` + blank line
 + M bytes and no trailing newline.
@@ -14,6 +16,9 @@ import json
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from urllib.parse import unquote
+
+from esl_agent.control.wire import parse_header_block
 
 Headers = Sequence[tuple[str, str]]
 
@@ -52,24 +57,8 @@ def url_encode(value: str) -> str:
 
 
 def url_decode(value: str) -> str:
-    """The inverse of url_encode for values read back from the wire."""
-    if "%" not in value:
-        return value
-    raw = value.encode("utf-8")
-    out = bytearray()
-    i = 0
-    while i < len(raw):
-        if raw[i] == 0x25 and i + 2 < len(raw) and _is_hex(raw[i + 1 : i + 3]):
-            out.append(int(raw[i + 1 : i + 3], 16))
-            i += 3
-        else:
-            out.append(raw[i])
-            i += 1
-    return out.decode("utf-8", errors="replace")
-
-
-def _is_hex(two: bytes) -> bool:
-    return len(two) == 2 and all(c in b"0123456789abcdefABCDEF" for c in two)
+    """The inverse of url_encode for values read back from the wire (as the controller decodes)."""
+    return unquote(value)
 
 
 def _as_bytes(body: str | bytes | None) -> bytes:
@@ -311,18 +300,14 @@ def _split_header(line: str) -> tuple[str, str]:
 
 
 def parse_event_plain(payload: bytes) -> tuple[list[tuple[str, str]], bytes]:
-    """Split a text/event-plain payload into (headers with raw encoded values, inner body)."""
-    end = payload.find(b"\n\n")
-    if end < 0:
-        end = len(payload)
-    head = payload[:end].decode("utf-8", errors="replace")
-    headers = [_split_header(ln) for ln in head.split("\n") if ln]
-    body = b""
-    for k, v in headers:
-        if k == "Content-Length":
-            n = int(v)
-            body = payload[end + 2 : end + 2 + n]
-    return headers, body
+    """Split a text/event-plain payload into (headers with raw encoded values, inner body).
+
+    Parsed by the controller's own header parser (strict: a malformed line raises ProtocolError).
+    """
+    head, _, rest = payload.partition(b"\n\n")
+    headers = parse_header_block(head, decode=False)
+    length = next((int(v) for k, v in headers if k == "Content-Length"), 0)
+    return headers, rest[:length]
 
 
 def decoded(headers: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
