@@ -64,6 +64,7 @@ class Contacts(Protocol):
 
 # ------------------------------------------------------------------------------ the conductor
 
+
 class Conversation:
     """Runs the conversation of one call over its `CallControl` port.
 
@@ -332,13 +333,7 @@ class Conversation:
         reply = Reply(turn, self.history.begin_reply(), timing)
         self._reply = reply
         if tool is not None:
-            call, outcome = tool
-            assert reply.record is not None
-            reply.record.add_tool_calls([call])
-            reply.record.add_tool_result(call.id, outcome.content)
-            if outcome.after_speech is not None:
-                reply.after_speech.append(outcome.after_speech)
-            reply.ends_call = bool(outcome.ends_call)
+            self._tools.adopt(reply, *tool)
         self._publish("thinking", turn.id, user_text)
         turn.spawn(self._speaker.speak, reply)
         reply.worker = turn.spawn(self._writer.generate, reply, fixed)

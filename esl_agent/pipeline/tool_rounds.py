@@ -87,6 +87,15 @@ class ToolRunner:
                 reply.after_speech.append(outcome.after_speech)
             reply.ends_call = reply.ends_call or bool(outcome.ends_call)
 
+    def adopt(self, reply: Reply, tool_call: ToolCall, outcome: ToolOutcome) -> None:
+        """Record a tool that ran before the reply began (the DTMF transfer) as part of it."""
+        assert reply.record is not None
+        reply.record.add_tool_calls([tool_call])
+        reply.record.add_tool_result(tool_call.id, outcome.content)
+        if outcome.after_speech is not None:
+            reply.after_speech.append(outcome.after_speech)
+        reply.ends_call = bool(outcome.ends_call)
+
     def speech_cancelled(self) -> None:
         """A barge-in cancelled a transfer/hang-up before it ran: let the tools allow a new one."""
         self.log.info("pending call-ending action cancelled by the caller")
