@@ -51,7 +51,7 @@ def test_two_tools_in_one_turn_and_an_unknown_tool(tmp_path: Path) -> None:
         try:
             conv.start()
             stt.say("who is anna and can you order a pizza")
-            wait_until(lambda: any("head of accounting" in t for t in tts.texts()), timeout=5,
+            wait_until(lambda: any("head of accounting" in t for t in tts.texts()), timeout=10,
                        what="the answer after both tool results")
             second = server.wait_requests(2)[1].body["messages"]
             results = [m for m in second if m["role"] == "tool"]
@@ -75,11 +75,12 @@ def test_malformed_tool_arguments_end_in_a_spoken_apology(tmp_path: Path) -> Non
         try:
             conv.start()
             stt.say("put me through to anna")
-            wait_until(lambda: APOLOGY in tts.texts(), timeout=5, what="the apology")
+            wait_until(lambda: APOLOGY in tts.texts(), timeout=10, what="the apology")
             assert call.transfers == []
             # play out whatever has been sent so far, until the agent listens again
-            wait_until(lambda: (call.play_all(), call.states[-1][0] == "listening")[1], what="listening again")
+            wait_until(lambda: (call.play_all(), call.states[-1][0] == "listening")[1], timeout=10,
+                       what="listening again")
             stt.say("hello again")
-            wait_until(lambda: "How can I help?" in tts.texts(), timeout=5, what="the call goes on")
+            wait_until(lambda: "How can I help?" in tts.texts(), timeout=10, what="the call goes on")
         finally:
             conv.close()
