@@ -153,8 +153,11 @@ def test_multi_turn_call_with_barge_in_and_transfer(tmp_path: Path, fork_mode: s
     said = [m for m in conversations[0].history.messages() if m.role == "assistant"]
     texts_said = [m.content for m in said]
     assert texts_said[0] == settings.greetings.generic_text
-    assert texts_said[1].startswith("Thank you, Max Mustermann") and texts_said[1].endswith("…")
-    assert "How can I help you today?" not in texts_said[1]  # interrupted: cut to what was heard
+    # interrupted: cut to what was heard (how much depends on when the barge-in landed)
+    full = "Thank you, Max Mustermann. How can I help you today?"
+    heard = texts_said[1]
+    assert heard.endswith("…") and heard.startswith("Thank you")
+    assert full.startswith(heard.rstrip("…").rstrip()) and len(heard.rstrip("…")) < len(full)
     assert any(m.tool_calls and m.tool_calls[0].name == "transfer_call" for m in said)
     assert texts_said[-1] == "You are being transferred now. Please hold."
     assert json.dumps([e for e in events if e.get("kind") == "state"], default=str).count("speaking") >= 3
