@@ -28,6 +28,7 @@ import gevent  # noqa: E402
 import greenlet  # noqa: E402
 
 from benchmarks.common import BASELINE_DID, GENERIC_GREETING, KNOWN_GREETING, send, stdin_lines  # noqa: E402
+from benchmarks.servers import MAGIC  # noqa: E402
 from esl_agent import config  # noqa: E402
 from esl_agent.app import Controller  # noqa: E402
 from esl_agent.assembly import Agent, build_agent  # noqa: E402
@@ -169,6 +170,116 @@ def _where(frame: Any) -> str:
     return " < ".join(ours) + (f" [{theirs[0]}]" if theirs else "")
 
 
+class AudioProbe:
+    """Where each marked TTS chunk is inside the controller (harness instrumentation, off by default).
+
+    Wraps two product functions in this process only: the Google TTS provider's streaming generator
+    (the chunk has arrived from gRPC) and `ForkConnection.send_audio` (the chunk was written to the
+    fork socket). With the loopback server's send time and the simulator's arrival time this splits
+    the outgoing path into gRPC delivery, the controller itself, and the fork socket.
+    """
+
+    def __init__(self) -> None:
+        from esl_agent.media import fork_server
+        from esl_agent.providers import google_tts
+
+        self.received: dict[int, float] = {}
+        self.written: dict[int, float] = {}
+        streaming = google_tts.GoogleTextToSpeech._streaming
+        send_audio = fork_server.ForkConnection.send_audio
+        received, written = self.received, self.written
+
+        def probed_streaming(tts: Any, *args: Any, **kwargs: Any) -> Any:
+            inner = streaming(tts, *args, **kwargs)
+            try:
+                for data in inner:
+                    if data[:2] == MAGIC:
+                        received[int.from_bytes(data[2:6], "little")] = time.monotonic()
+                    yield data
+            finally:
+                inner.close()
+
+        def probed_send_audio(conn: Any, pcm: bytes, *args: Any, **kwargs: Any) -> bool:
+            ok = send_audio(conn, pcm, *args, **kwargs)
+            if pcm[:2] == MAGIC:
+                written[int.from_bytes(pcm[2:6], "little")] = time.monotonic()
+            return ok
+
+        google_tts.GoogleTextToSpeech._streaming = probed_streaming
+        fork_server.ForkConnection.send_audio = probed_send_audio
+
+    def take(self) -> dict[str, Any]:
+        out = {"received": dict(self.received), "written": dict(self.written)}
+        self.received.clear()
+        self.written.clear()
+        return out
+
+
+class TurnProbe:
+    """When a final transcript reaches the conversation, when the end of turn fires and when the
+    LLM stream is opened, per caller name (harness instrumentation: wraps three product methods
+    in this process). With the wire times of the loopback servers this splits
+    "final transcript -> first LLM request" into gRPC delivery, the end-of-turn wait, the reply's
+    set-up and the HTTP client."""
+
+    def __init__(self) -> None:
+        from esl_agent.pipeline import conversation
+        from esl_agent.providers import failover
+
+        self.events: dict[str, list[tuple[str, float]]] = {}
+        events = self.events
+        on_transcript = conversation.Conversation._on_transcript
+        on_end = conversation.Conversation._on_end_of_turn
+        stream = failover.FailoverLanguageModel.stream
+
+        def name_of(conv: Any) -> str:
+            contact = getattr(conv, "contact", None)
+            return getattr(contact, "name", "") or ""
+
+        def probed_transcript(conv: Any, transcript: Any, *args: Any, **kwargs: Any) -> Any:
+            if transcript.final:
+                events.setdefault(name_of(conv), []).append(("final_in", time.monotonic()))
+            return on_transcript(conv, transcript, *args, **kwargs)
+
+        def probed_end(conv: Any, *args: Any, **kwargs: Any) -> Any:
+            events.setdefault(name_of(conv), []).append(("end_of_turn", time.monotonic()))
+            return on_end(conv, *args, **kwargs)
+
+        def probed_stream(llm: Any, messages: Any, *args: Any, **kwargs: Any) -> Any:
+            name = ""
+            for message in messages:
+                if message.role == "system" and "Caller name: " in message.content:
+                    name = message.content.split("Caller name: ", 1)[1].split("\n", 1)[0].strip()
+            events.setdefault(name, []).append(("llm_stream", time.monotonic()))
+            return stream(llm, messages, *args, **kwargs)
+
+        conversation.Conversation._on_transcript = probed_transcript
+        conversation.Conversation._on_end_of_turn = probed_end
+        failover.FailoverLanguageModel.stream = probed_stream
+
+    def take(self) -> dict[str, Any]:
+        out = dict(self.events)
+        self.events.clear()
+        return out
+
+
+def fork_nodelay_experiment() -> None:
+    """Experiment (spec `fork_nodelay`): TCP_NODELAY on accepted fork sockets, as EslServer does
+    for the event socket. Without it Nagle holds a chunk written while the previous one is
+    unacknowledged until FreeSWITCH's next frame carries the ACK (up to 20 ms)."""
+    import socket
+
+    from esl_agent.media import fork_server
+
+    handle = fork_server.ForkServer._handle
+
+    def nodelay_handle(server: Any, sock: Any, address: Any) -> None:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        handle(server, sock, address)
+
+    fork_server.ForkServer._handle = nodelay_handle
+
+
 def main(argv: list[str] | None = None) -> int:
     if os.environ.get("BENCH_AUDIT_FORK"):
         import traceback
@@ -188,6 +299,10 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(name)s %(levelname)s %(message)s")
     os.environ[GROQ_KEY_ENV] = "loopback"  # the registry reads the key through the environment
     settings = settings_for(spec)
+    probe = AudioProbe() if spec.get("audio_probe") else None
+    turns = TurnProbe() if spec.get("audio_probe") else None
+    if spec.get("fork_nodelay"):
+        fork_nodelay_experiment()
     agent = build_agent(settings, start_warmer=False)
     warm = agent.greetings.warm()
     baseline_settings = dataclasses.replace(
@@ -209,6 +324,10 @@ def main(argv: list[str] | None = None) -> int:
         op = cmd.get("op")
         if op == "snapshot":
             send(controller.snapshot())
+        elif op == "turn_probe":
+            send(turns.take() if turns is not None else {})
+        elif op == "audio_probe":
+            send(probe.take() if probe is not None else {})
         elif op == "lag":
             send(lag.report(reset=True))
         elif op == "trace_start":

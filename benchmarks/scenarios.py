@@ -206,6 +206,12 @@ def _analyse_latency(lab: Lab, variant: str, name: str, call: SimulatedCall, str
     greeting_start, _end, via = heard[0]
     r["greeting_via"] = via
     r["answer_to_greeting_heard_ms"] = _ms(greeting_start - answered)
+    playback = [w.at(e) for e in w.timeline if e["kind"] == "command" and "execute-app-name: playback" in e["text"]]
+    started = w.first("event", name="PLAYBACK_START")
+    if via == "playback" and playback:
+        r["greeting_queued_vs_answer_ms"] = _ms(playback[0] - answered)  # negative: queued before
+        if started is not None:
+            r["answer_to_playback_start_ms"] = _ms(started - answered)
     if debug:
         r["greeting_timeline"] = [
             (_ms(w.at(e) - answered), {k: str(v)[:50] for k, v in e.items() if k != "t"})
@@ -225,6 +231,9 @@ def _analyse_latency(lab: Lab, variant: str, name: str, call: SimulatedCall, str
     if final is None:
         r["error"] = "LLM request before any final transcript"
         return r
+    r["name"] = name
+    r["final_at"] = final
+    r["llm_request_at"] = first_req.received_at
     r["final_to_llm_request_ms"] = _ms(first_req.received_at - final)
     r["final_to_llm_overhead_ms"] = _ms(first_req.received_at - final - end_of_turn_ms / 1000.0)
     texts = reply_texts(name)
@@ -546,7 +555,6 @@ def scale_step(lab: Lab, calls: int, window_s: float, controller_pid: int, idle_
         sent = lab.google.chunk_sent.get(chunk_id)
         if sent is not None:
             per_call.setdefault(uuid, []).append((arrived, sent))
-    lab.google.chunk_sent.clear()
     delays: dict[str, list[float]] = {}
     for uuid, frames in per_call.items():
         frames.sort()
@@ -557,6 +565,8 @@ def scale_step(lab: Lab, calls: int, window_s: float, controller_pid: int, idle_
             previous = arrived
     jitter = [d - min(ds) for ds in delays.values() for d in ds]
     all_transit = [d for ds in delays.values() for d in ds]
+    raw = [(chunk_id, lab.google.chunk_sent.get(chunk_id), arrived, uuid) for arrived, uuid, chunk_id in window_marks]
+    lab.google.chunk_sent.clear()
     cpu = (cpu1 - cpu0) / elapsed
     gevent.sleep(2.0)  # let the controller clean the calls up
     return {
@@ -569,7 +579,7 @@ def scale_step(lab: Lab, calls: int, window_s: float, controller_pid: int, idle_
         "jitter_max_ms": _ms(max(jitter)) if jitter else None,
         "transit_p50_ms": _pct(all_transit, 50), "transit_p99_ms": _pct(all_transit, 99),
         "loadgen_cpu_pct": round((own1 - own0) / elapsed * 100, 1),
-        "loadgen_tick_late_p99_ms": late,
+        "loadgen_tick_late_p99_ms": late, "raw_frames": raw,
     }
 
 
