@@ -22,6 +22,7 @@ from esl_agent.ops.call_records import CallRecords
 from esl_agent.ops.cost import Rates
 from esl_agent.pipeline.conversation import Conversation
 from esl_agent.pipeline.greetings import GreetingCache
+from esl_agent.pipeline.speech_out import SHARED_PREPARED
 from esl_agent.policy.api import handle_outbound
 from esl_agent.policy.audit import AuditLog, TokenChecker
 from esl_agent.policy.dialing import DialPolicy
@@ -107,6 +108,10 @@ def build_agent(settings: Settings, *, start_warmer: bool = True) -> Agent:
                               settings.fork.sample_rate)
     if start_warmer:
         greetings.start_warmer()  # warm_on_start decides only the first warm inside it
+    # The filler and the apology are synthesised once per process now, not in a caller's first turn.
+    for text in (settings.pipeline.filler_text, settings.calls.apology_text):
+        if text:
+            SHARED_PREPARED.get(tts, text, settings.fork.sample_rate, settings.stt.language)
     return Agent(settings, stt, llm, tts, contacts, greetings, policy, audit, apology)
 
 
