@@ -248,6 +248,9 @@ def _experiment_ramp(lab: Child, spec: dict[str, Any], plan: dict[str, Any], exp
         _, idle_rss = proc_stats(ctl.pid)
         ramp = dict(plan, profile_in_ramp=False, experiment_ramps=[])
         result = _scale(lab, ctl, ramp, idle_rss, work, profile=False)
+        _say(f"latency figures with the experiment {experiment}")
+        result["latency"] = lab.call("latency", calls_per_variant=max(1, plan["latency_calls"] // 2),
+                                     stagger_s=plan.get("latency_stagger_s", 0.35))
     finally:
         ctl.stop()
         lab.call("configure", esl_port=spec["esl_port"], latencies=LATENCIES)
