@@ -587,6 +587,15 @@ def _pct(values: list[float], q: float) -> float | None:
     return round(float(np.percentile(values, q)) * 1000.0, 3) if values else None
 
 
+def _forget_finished(lab: Lab) -> None:
+    """The loopback servers keep every request: drop what finished (a long soak is thousands)."""
+    for record in lab.google.stt_streams:
+        if record.done.is_set() and record.audio:
+            record.audio = bytearray()
+    for server in (lab.llm, lab.llm2):
+        server.requests[:] = [r for r in server.requests if not r.done.is_set()]
+
+
 def soak(lab: Lab, duration_s: float, concurrent: int, controller_pid: int,
          sample_every_s: float = 1.0) -> dict[str, Any]:
     """Calls in a loop for `duration_s` (`concurrent` at a time); controller RSS sampled."""
@@ -624,6 +633,8 @@ def soak(lab: Lab, duration_s: float, concurrent: int, controller_pid: int,
         if time.monotonic() >= next_sample:
             samples.append((round(time.monotonic() - start, 2), round(_proc(controller_pid)[1], 2)))
             next_sample += sample_every_s
+            if len(samples) % 10 == 0:
+                _forget_finished(lab)
         gevent.sleep(0.1)
     sim.shutdown()  # hang up whatever is still talking: the samples are what counts
     _wait(live, 10)
