@@ -35,11 +35,17 @@ from esl_agent.sim.freeswitch import FreeSwitchSimulator, SimulatedCall
 if TYPE_CHECKING:
     from benchmarks.loadgen import Lab
 
-_next_index = iter(range(10**9))
+_known = iter(range(10**9))  # known callers: contact_name(i) is in the contacts file
+_unknown = iter(range(1_000_000, 10**9))  # callers not in the contacts file (load, soak)
 
 
 def _index() -> int:
-    return next(_next_index)
+    """The next known caller (each has a contact, a rendered greeting and a name in the prompt)."""
+    return next(_known)
+
+
+def _stranger() -> int:
+    return next(_unknown)
 
 
 def _ms(seconds: float | None) -> float | None:
@@ -412,7 +418,7 @@ def burst(lab: Lab, controller_pid: int, calls: int = 100, over_s: float = 1.0,
     placed = []
     start = time.monotonic()
     for i in range(calls):
-        index = 100_000 + _index()
+        index = _stranger()
         script = _ask_once(i, 1000)
         placed.append(sim.place_call(caller_number=contact_number(index), destination=OPTIMISED_DID,
                                      script=script))
@@ -522,7 +528,7 @@ def scale_step(lab: Lab, calls: int, window_s: float, controller_pid: int, idle_
     start = time.monotonic()
     placed = []
     for i in range(calls):
-        placed.append(sim.place_call(caller_number=contact_number(200_000 + _index()),
+        placed.append(sim.place_call(caller_number=contact_number(_stranger()),
                                      destination=OPTIMISED_DID, script=CallerScript()))
         gevent.sleep(max(0.0, start + (i + 1) / arrival_per_s - time.monotonic()))
     deadline = time.monotonic() + 20
@@ -622,7 +628,7 @@ def soak(lab: Lab, duration_s: float, concurrent: int, controller_pid: int,
             finished.append(call)
             retire(call)
         while len(live) < concurrent:
-            index = 300_000 + _index()
+            index = _stranger()
             script = (CallerScript()
                       .say(speech_like(1000, seed=rng.randrange(1000)), after_agent_silence_ms=300)
                       .say(_QUIET, after_agent_silence_ms=500, max_wait_s=15.0)
