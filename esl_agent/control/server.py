@@ -10,6 +10,7 @@ with its fallback action.
 from __future__ import annotations
 
 import logging
+import socket
 from collections.abc import Callable
 
 import gevent
@@ -65,7 +66,7 @@ class EslServer:
         self._server.stop(timeout=timeout)
 
     def _handle(self, sock, address) -> None:
-        sock.setsockopt(6, 1, 1)  # TCP_NODELAY: replies and commands are small and latency-bound
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # small, latency-bound commands
         session = EslSession(address, sock, command_timeout=self._command_timeout)
         try:
             session.connect(timeout=self._connect_timeout)

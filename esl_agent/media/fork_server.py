@@ -9,6 +9,7 @@ to the `ForkSink` registered for that UUID and carries audio and control message
 from __future__ import annotations
 
 import logging
+import socket
 from collections.abc import Callable
 from typing import Protocol
 
@@ -138,6 +139,8 @@ class ForkServer:
     # ------------------------------------------------------------------ per connection
 
     def _handle(self, sock, address) -> None:
+        # Real-time media: a small killAudio or audio frame must not wait for Nagle's algorithm.
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         ws = WSConnection(ConnectionType.SERVER)
         conn: ForkConnection | None = None
         sink: ForkSink | None = None
