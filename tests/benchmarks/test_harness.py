@@ -41,5 +41,7 @@ def test_quick_mode_produces_every_section(tmp_path: Path) -> None:
     assert data["restart"]["recovered"]["new_call_greeted"] is True
     assert all(c["socket_app_returned_after_kill_ms"] is not None for c in data["restart"]["observed"]["calls"])
     text = out.read_text()
-    for heading in ("## Machine", "## Settings", "## Figures", "## Scale", "## Fault drills"):
-        assert heading in text
+    for heading in ("## Machine", "## Settings", "## Summary against the targets", "## 1. Answer",
+                    "## 2. Controller overhead", "## 3. Sentence streaming", "## 4. Barge-in", "## 5. Scale",
+                    "## Fault drills", "## Findings"):
+        assert heading in text, heading
