@@ -206,9 +206,13 @@ def _summary_md(figs: dict[str, Any]) -> list[str]:
     out.append(f"| 5. RSS per call (at {largest.get('calls')} calls) | {_fmt(sc['rss_mb_per_call'])} MB | "
                f"<= 2 MB | {_verdict(sc['rss_mb_per_call'], 2.0)} |")
     out.append(f"| 5. CPU per call (at {largest.get('calls')} calls) | {_fmt(sc['cpu_pct_per_call'])} % of a "
-               f"core (~{f'{100 / sc["cpu_pct_per_call"]:.0f}' if sc['cpu_pct_per_call'] else '-'} calls per "
+               f"core (~{_per_core(sc['cpu_pct_per_call'])} calls per "
                "core) | - | |")
     return [*out, ""]
+
+
+def _per_core(cpu_pct_per_call: float | None) -> str:
+    return f"{100 / cpu_pct_per_call:.0f}" if cpu_pct_per_call else "-"
 
 
 def _row(f: dict[str, Any]) -> str:
@@ -421,7 +425,8 @@ def _findings_md(results: dict[str, Any]) -> list[str]:
                 "until FreeSWITCH's next 20 ms frame carries the ACK. Measured with the switch on (experiment "
                 f"`fork_nodelay`): fork-socket leg p99 at {a['calls']} calls {_fmt(leg(a))} -> {_fmt(leg(b))} ms, "
                 f"outgoing jitter p99 {_fmt(a.get('jitter_p99_ms'))} -> {_fmt(b.get('jitter_p99_ms'))} ms, largest N "
-                f"within 10 ms {passing(steps) or 'none'} -> {passing(esteps) or 'none'}, interim -> killAudio median/p99 "
+                f"within 10 ms {passing(steps) or 'none'} -> {passing(esteps) or 'none'}, "
+                "interim -> killAudio median/p99 "
                 f"{_fmt(kill_a.get('median'))}/{_fmt(kill_a.get('p99'))} -> {_fmt(kill_b.get('median'))}/"
                 f"{_fmt(kill_b.get('p99'))} ms. Change: first line of `ForkServer._handle`: "
                 "`sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)`."]
