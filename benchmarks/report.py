@@ -146,7 +146,8 @@ def markdown(results: dict[str, Any]) -> str:
               f"Linux {m.get('kernel')}, Python {m.get('python')}",
               f"- load average at start: {m.get('load_avg_at_start')} (the machine is shared with other "
               "work: the tails include its noise)",
-              "- packages: " + ", ".join(f"{k} {v}" for k, v in (m.get("packages") or {}).items()), ""]
+              "- packages: " + ", ".join(f"{k} {v}" for k, v in (m.get("packages") or {}).items()),
+              *_git_md(meta.get("git")), ""]
     lines += ["## Settings", "",
               "- Three processes: the **controller under test** (`benchmarks/controller.py`: the production "
               "`build_agent` wiring with Google STT/TTS over gRPC and an OpenAI -> Groq failover chain over "
@@ -169,6 +170,15 @@ def markdown(results: dict[str, Any]) -> str:
     lines += _profile_md(results)
     lines += _findings_md(results)
     return "\n".join(lines) + "\n"
+
+
+def _git_md(git: dict[str, Any] | None) -> list[str]:
+    if not git:
+        return []
+    changed = git.get("uncommitted_in_esl_agent") or []
+    note = (f"; the shared working tree also had uncommitted changes in {len(changed)} product file(s) "
+            f"({', '.join(changed[:8])}{', ...' if len(changed) > 8 else ''}), which is what ran") if changed else ""
+    return [f"- code: commit {git.get('head')}{note}"]
 
 
 def _verdict(value: float | None, target: float | None, lower_is_better: bool = True) -> str:

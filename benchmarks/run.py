@@ -76,7 +76,8 @@ def main(argv: list[str] | None = None) -> int:
     plan["experiments"] = args.experiment
     started = time.time()
     out = Path(args.out)
-    meta = {"mode": mode, "plan": plan, "latencies": LATENCIES, "started": started, "machine": report.machine()}
+    meta = {"mode": mode, "plan": plan, "latencies": LATENCIES, "started": started, "machine": report.machine(),
+            "git": _git_state()}
     results = run(plan, only, checkpoint=out.with_suffix(".partial.json"), meta=meta)
     meta["duration_s"] = round(time.time() - started, 1)
     results["meta"] = meta
@@ -288,6 +289,20 @@ def _restart(lab: Child, ctl: Child, spec: dict[str, Any], logs: Path) -> tuple[
     recovered = lab.call("restart_recovered", killed_at=killed_at)
     return {"prepared": prepared, "observed": observed, "recovered": recovered,
             "controller_start_ms": ready_ms}, new
+
+
+def _git_state() -> dict[str, Any]:
+    """The commit measured and whether the working tree differed from it (a shared checkout)."""
+    import subprocess
+
+    def git(*args: str) -> str:
+        try:
+            return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, timeout=10).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return ""
+
+    changed = [line[3:] for line in git("status", "--porcelain", "--", "esl_agent").splitlines()]
+    return {"head": git("rev-parse", "--short", "HEAD"), "uncommitted_in_esl_agent": changed}
 
 
 def _tail(path: Path, lines: int = 15) -> list[str]:
