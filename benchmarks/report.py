@@ -430,7 +430,12 @@ def _findings_md(results: dict[str, Any]) -> list[str]:
                                   and s.get("forks_up") == s.get("calls")), default=None)
         theirs = summarise({"latency": exp["latency"]}) if exp.get("latency") else {}
         kill_a, kill_b = figs["bargein_kill"], theirs.get("bargein_kill", {})
-        out += ["1. **The fork socket has no TCP_NODELAY** (`ForkServer._handle`; the event socket sets it). "
+        if (leg(a) or 0) < 5.0:
+            out += ["1. **TCP_NODELAY on the fork socket**: the code measured already sets it (the fork-socket "
+                    f"leg p99 is {_fmt(leg(a))} ms at {a['calls']} calls); the `fork_nodelay` experiment ramp is "
+                    "a repeat of the same code."]
+        else:
+            out += ["1. **The fork socket has no TCP_NODELAY** (`ForkServer._handle`; the event socket sets it). "
                 "Nagle holds an audio chunk or a killAudio written while the previous write is unacknowledged "
                 "until FreeSWITCH's next 20 ms frame carries the ACK. Measured with the switch on (experiment "
                 f"`fork_nodelay`): fork-socket leg p99 at {a['calls']} calls {_fmt(leg(a))} -> {_fmt(leg(b))} ms, "
@@ -439,7 +444,8 @@ def _findings_md(results: dict[str, Any]) -> list[str]:
                 "interim -> killAudio median/p99 "
                 f"{_fmt(kill_a.get('median'))}/{_fmt(kill_a.get('p99'))} -> {_fmt(kill_b.get('median'))}/"
                 f"{_fmt(kill_b.get('p99'))} ms. Change: first line of `ForkServer._handle`: "
-                "`sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)`."]
+                "`sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)` (applied in commit be82b0f "
+                "while this run was going; the run measured the code before it)."]
     prof = scale.get("profile") or {}
     per_frame = {w: pct for w, _n, pct in prof.get("per_frame_path", [])}
     cumulative = {w: pct for w, _n, pct in prof.get("top_cumulative", [])}
