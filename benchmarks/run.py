@@ -32,7 +32,8 @@ LATENCIES = {
 
 MODES: dict[str, dict[str, Any]] = {
     "quick": {"latency_calls": 3, "overlap_drills": True, "burst_calls": 100, "scale_steps": [20],
-              "scale_window_s": 3.0, "profile_in_ramp": True, "soak_s": 8.0, "soak_concurrent": 10},
+              "scale_window_s": 3.0, "profile_in_ramp": True, "soak_s": 8.0, "soak_concurrent": 10,
+              "restart_mid_reply": False},
     "full": {"latency_calls": 20, "latency_stagger_s": 1.0, "burst_calls": 100,
              "scale_steps": [10, 20, 30, 40, 60, 80, 100, 150, 200, 300, 400, 500], "scale_window_s": 10.0,
              "profile_calls": 40, "profile_window_s": 10.0, "soak_s": 1800.0, "soak_concurrent": 30,
@@ -159,7 +160,7 @@ def run(plan: dict[str, Any], only: set[str] | None, checkpoint: Path | None = N
             save()
         if _want(only, "restart"):
             _say("controller restart with calls up")
-            results["restart"], ctl = _restart(lab, ctl, spec, logs)
+            results["restart"], ctl = _restart(lab, ctl, spec, logs, plan.get("restart_mid_reply", True))
         results["controller_final"] = ctl.call("snapshot")
     finally:
         ctl.stop()
@@ -279,8 +280,9 @@ def _turn_split(latency: dict[str, Any], probe: dict[str, list[list[Any]]]) -> d
     return {name: report.stats(values) for name, values in legs.items()}
 
 
-def _restart(lab: Child, ctl: Child, spec: dict[str, Any], logs: Path) -> tuple[dict[str, Any], Child]:
-    prepared = lab.call("restart_prepare", calls=3)
+def _restart(lab: Child, ctl: Child, spec: dict[str, Any], logs: Path,
+             mid_reply: bool = True) -> tuple[dict[str, Any], Child]:
+    prepared = lab.call("restart_prepare", calls=3, mid_reply=mid_reply)
     killed_at = ctl.kill()
     started = time.monotonic()
     new = Child("benchmarks.controller", ["--spec", json.dumps(spec)], logs / "controller-restarted.log", ROOT)

@@ -451,8 +451,8 @@ def burst(lab: Lab, controller_pid: int, calls: int = 100, over_s: float = 1.0,
 # ------------------------------------------------------------------------------ controller restart
 
 
-def restart_prepare(lab: Lab, calls: int = 3) -> dict[str, Any]:
-    """Calls up and talking before the controller is killed."""
+def restart_prepare(lab: Lab, calls: int = 3, mid_reply: bool = True) -> dict[str, Any]:
+    """Calls up before the controller is killed: the agent mid-reply, or (quick) just greeted."""
     sim = FreeSwitchSimulator(("127.0.0.1", lab.esl_port))
     placed = []
     for _ in range(calls):
@@ -462,8 +462,9 @@ def restart_prepare(lab: Lab, calls: int = 3) -> dict[str, Any]:
                                      script=script))
         gevent.sleep(0.1)
     deadline = time.monotonic() + 15
-    while time.monotonic() < deadline:  # wait until every call heard its reply start
-        if all(len(Wire(c).heard()) >= 2 for c in placed):  # greeting and the reply started
+    want = 2 if mid_reply else 1  # heard segments: the greeting, then the reply
+    while time.monotonic() < deadline:
+        if all(len(Wire(c).heard()) >= want for c in placed):
             break
         gevent.sleep(0.05)
     lab.restart = (sim, placed)
