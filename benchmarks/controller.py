@@ -10,6 +10,7 @@ answers JSON-line commands on stdin (snapshot, quit).
 from __future__ import annotations
 
 import argparse
+import collections
 import dataclasses
 import json
 import logging
@@ -96,9 +97,9 @@ def _known(cls: type, data: dict[str, Any]) -> dict[str, Any]:
 class LoopLag:
     """How late a 5 ms gevent sleep wakes up: the longest stretches the hub could not switch."""
 
-    def __init__(self, period: float = 0.005) -> None:
+    def __init__(self, period: float = 0.005, keep: int = 120_000) -> None:
         self.period = period
-        self.late: list[float] = []
+        self.late: collections.deque[float] = collections.deque(maxlen=keep)  # bounded: a soak is long
         gevent.spawn(self._run)
 
     def _run(self) -> None:
@@ -108,10 +109,11 @@ class LoopLag:
             self.late.append(time.monotonic() - start - self.period)
 
     def report(self, reset: bool) -> dict[str, Any]:
-        late, self.late = self.late, ([] if reset else self.late)
+        late = sorted(self.late)
+        if reset:
+            self.late.clear()
         if not late:
             return {}
-        late.sort()
         pick = lambda q: round(late[min(len(late) - 1, int(q * len(late)))] * 1000, 3)  # noqa: E731
         return {"n": len(late), "p50_ms": pick(0.5), "p99_ms": pick(0.99), "max_ms": round(late[-1] * 1000, 3)}
 
@@ -236,13 +238,17 @@ class TurnProbe:
             contact = getattr(conv, "contact", None)
             return getattr(contact, "name", "") or ""
 
+        def note(name: str, kind: str) -> None:
+            if name:  # known callers only (the latency calls): unknown ones would pile up in a soak
+                events.setdefault(name, []).append((kind, time.monotonic()))
+
         def probed_transcript(conv: Any, transcript: Any, *args: Any, **kwargs: Any) -> Any:
             if transcript.final:
-                events.setdefault(name_of(conv), []).append(("final_in", time.monotonic()))
+                note(name_of(conv), "final_in")
             return on_transcript(conv, transcript, *args, **kwargs)
 
         def probed_end(conv: Any, *args: Any, **kwargs: Any) -> Any:
-            events.setdefault(name_of(conv), []).append(("end_of_turn", time.monotonic()))
+            note(name_of(conv), "end_of_turn")
             return on_end(conv, *args, **kwargs)
 
         def probed_stream(llm: Any, messages: Any, *args: Any, **kwargs: Any) -> Any:
@@ -250,7 +256,7 @@ class TurnProbe:
             for message in messages:
                 if message.role == "system" and "Caller name: " in message.content:
                     name = message.content.split("Caller name: ", 1)[1].split("\n", 1)[0].strip()
-            events.setdefault(name, []).append(("llm_stream", time.monotonic()))
+            note(name, "llm_stream")
             return stream(llm, messages, *args, **kwargs)
 
         conversation.Conversation._on_transcript = probed_transcript

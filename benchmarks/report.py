@@ -175,6 +175,8 @@ def markdown(results: dict[str, Any]) -> str:
 def _git_md(git: dict[str, Any] | None) -> list[str]:
     if not git:
         return []
+    if git.get("note"):
+        return [f"- code: commit {git.get('head')}; {git['note']}"]
     changed = git.get("uncommitted_in_esl_agent") or []
     note = (f"; the shared working tree also had uncommitted changes in {len(changed)} product file(s) "
             f"({', '.join(changed[:8])}{', ...' if len(changed) > 8 else ''}), which is what ran") if changed else ""
