@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import collections
 import dataclasses
+import gc
 import json
 import logging
 import os
@@ -92,6 +93,31 @@ def _known(cls: type, data: dict[str, Any]) -> dict[str, Any]:
         sub = hints[key]
         out[key] = _known(sub, value) if dataclasses.is_dataclass(sub) and isinstance(value, dict) else value
     return out
+
+
+class GcTimes:
+    """Durations of CPython's garbage collections per generation (gc.callbacks)."""
+
+    def __init__(self) -> None:
+        self.runs: list[tuple[int, float]] = []
+        self._start = 0.0
+        gc.callbacks.append(self._callback)
+
+    def _callback(self, phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            self._start = time.perf_counter()
+        elif len(self.runs) < 100_000:
+            self.runs.append((info.get("generation", -1), time.perf_counter() - self._start))
+
+    def report(self) -> dict[str, Any]:
+        runs, self.runs = self.runs, []
+        out: dict[str, Any] = {}
+        for generation in (0, 1, 2):
+            times = sorted(t for g, t in runs if g == generation)
+            if times:
+                out[f"gen{generation}"] = {"n": len(times), "max_ms": round(times[-1] * 1000, 2),
+                                           "total_ms": round(sum(times) * 1000, 1)}
+        return out
 
 
 class LoopLag:
@@ -323,6 +349,7 @@ def main(argv: list[str] | None = None) -> int:
     controller = Controller(settings, factory, apology_file=agent.apology_file, dial_guard=agent.dial_guard)
     controller.start()
     lag = LoopLag()
+    gc_times = GcTimes()
     trace: BlockingTrace | None = None
     send({"ready": True, "pid": os.getpid(), "greetings_rendered": len(warm.rendered) + warm.present})
     for line in stdin_lines():
@@ -336,6 +363,8 @@ def main(argv: list[str] | None = None) -> int:
             send(probe.take() if probe is not None else {})
         elif op == "lag":
             send(lag.report(reset=True))
+        elif op == "gc":
+            send(gc_times.report())
         elif op == "trace_start":
             trace = BlockingTrace(cmd.get("threshold_ms", 3.0) / 1000.0)
             send({"ok": True})

@@ -384,6 +384,12 @@ def _drills_md(results: dict[str, Any]) -> list[str]:
                 f"{_fmt(samples[0][1])} MB at the start, {_fmt(min(warm))}-{_fmt(max(warm))} MB after the first "
                 f"20 %, {_fmt(samples[-1][1])} MB at the end; growth after the first 20 %: "
                 f"{_fmt(_slope(samples, soak['duration_s'] * 0.2))} MB per minute (least squares).", ""]
+    check = results.get("soak_check")
+    if check and check.get("samples"):
+        samples = check["samples"]
+        out += [f"{check.get('note', '')} {check.get('duration_s')} s, {check.get('calls')} calls: RSS "
+                f"{_fmt(samples[0][1])} MB at the start, {_fmt(samples[-1][1])} MB at the end, growth after the "
+                f"first 20 %: {_fmt(_slope(samples, check['duration_s'] * 0.2))} MB per minute.", ""]
     restart = results.get("restart")
     if restart:
         rows = restart.get("observed", {}).get("calls", [])
@@ -502,13 +508,46 @@ def _findings_md(results: dict[str, Any]) -> list[str]:
             "7. **Fork drop**: the controller restarts the fork (after its 0.5 s grace for a hangup) but the "
             "reply audio already written to the dead socket is lost; resuming the reply from the heard "
             "position after the restart (as the false-interruption resume does) would save it.",
-            *_orphaned_tts(results)]
+            *_orphaned_tts(results), *_stalls(results)]
     out += ["",
             "Not measured here: real FreeSWITCH and real provider timing (simulated / fixed loopback "
             "latencies), 500 concurrent calls (the controller saturates a core far earlier, and the load "
             "process could not generate that load on this shared 2-core machine either), the apology the "
             "dialplan plays after a controller crash (the simulator ends the dialplan with a hangup).", ""]
     return out
+
+
+def _stalls(results: dict[str, Any]) -> list[str]:
+    steps = (results.get("scale") or {}).get("steps", [])
+    lags = [((st.get("controller_loop_lag") or {}).get("max_ms"), st["calls"]) for st in steps]
+    lags = [(lag, calls) for lag, calls in lags if lag is not None]
+    if not lags or max(lags)[0] < 50:
+        return []
+    worst, calls = max(lags)
+    return [f"9. **Stalls of the whole controller**: the hub could not switch for up to {_fmt(worst)} ms "
+            f"(loop lag max at {calls} calls; p99 stays at 2-3 ms), and the settrace probe caught single "
+            "greenlet runs of ~110 ms inside call set-up. " + _gc_evidence(results)]
+
+
+def _gc_evidence(results: dict[str, Any]) -> str:
+    """Generation-2 collections timed with gc.callbacks (scale steps, or a follow-up check)."""
+    found = []
+    for st in (results.get("scale") or {}).get("steps", []):
+        gen2 = (st.get("controller_gc") or {}).get("gen2")
+        if gen2:
+            found.append((gen2["max_ms"], st["calls"], (st.get("controller_loop_lag") or {}).get("max_ms")))
+    check = results.get("gc_check")
+    if check and (check.get("gc") or {}).get("gen2"):
+        found.append((check["gc"]["gen2"]["max_ms"], check["calls"], check.get("loop_lag_max_ms")))
+    if not found:
+        return ("They look like CPython's full (generation 2) garbage collections; time them with "
+                "`gc.callbacks` to confirm.")
+    gen2, calls, lag = max(found)
+    return (f"They are CPython's full (generation 2) garbage collections: timed with `gc.callbacks`, one took "
+            f"{_fmt(gen2)} ms at {calls} calls (loop lag max {_fmt(lag)} ms in the same window). Cure: "
+            "`gc.freeze()` once start-up is done (the start-up objects leave the collected generations) and "
+            "higher thresholds (`gc.set_threshold(50_000, 20, 100)` or so) in `esl_agent.runtime.init`, "
+            "then measure again.")
 
 
 def _clause_ratio(figs: dict[str, Any]) -> str:

@@ -177,6 +177,7 @@ def _scale(lab: Child, ctl: Child, plan: dict[str, Any], idle_rss: float, work: 
     for calls in plan["scale_steps"]:
         _say(f"scale: {calls} calls")
         ctl.call("lag")
+        ctl.call("gc")
         spy = None
         if plan.get("profile_in_ramp"):
             spy = profiler.start(ctl.pid, work / "py-spy.txt", duration_s=plan["scale_window_s"] + 60)
@@ -184,6 +185,7 @@ def _scale(lab: Child, ctl: Child, plan: dict[str, Any], idle_rss: float, work: 
         step = lab.call("scale_step", calls=calls, window_s=plan["scale_window_s"], controller_pid=ctl.pid,
                         idle_rss_mb=idle_rss)
         step["controller_loop_lag"] = ctl.call("lag")
+        step["controller_gc"] = ctl.call("gc")
         step["outgoing_split"] = _split(step.pop("raw_frames", []), ctl.call("audio_probe"))
         if plan.get("profile_in_ramp"):
             step["blocking"] = ctl.call("trace_stop")
