@@ -48,6 +48,10 @@ def _run(args: argparse.Namespace) -> int:
 
     agent = build_agent(settings)
     controller = Controller(settings, agent.conversation, **agent.controller_options())
+    import gc
+
+    gc.collect()
+    gc.freeze()  # start-up objects (models, SDKs) leave the collector's generations: shorter full GCs
     controller.serve_forever()
     return 0
 

@@ -17,6 +17,11 @@ def init() -> None:
     from gevent import monkey
 
     monkey.patch_all()
+    import platform
+
+    # platform.platform() forks `uname -p` the first time (the OpenAI/Groq SDKs call it on their
+    # first request); do it now, not in a caller's first turn.
+    platform.platform()
     try:
         import grpc.experimental.gevent as grpc_gevent
     except ImportError:  # grpc is an optional extra

@@ -12,6 +12,7 @@ import struct
 from collections.abc import Iterator
 from typing import Any
 
+import gevent
 from google.api_core import exceptions as gexc
 from google.cloud import texttospeech_v1 as tts
 from google.cloud.texttospeech_v1.services.text_to_speech.transports import (
@@ -70,9 +71,12 @@ class GoogleTextToSpeech:
         ])
         call = None
         carry = b""  # keep chunks sample-aligned (even byte counts)
+        # Opened in a child greenlet: a barge-in that kills us while the call is being opened must
+        # still cancel it (see finally), or the sentence would be synthesised for nothing.
+        opener = gevent.spawn(self.client.streaming_synthesize, requests=requests, retry=None,
+                              timeout=self.timeout)
         try:
-            call = self.client.streaming_synthesize(requests=requests, retry=None,
-                                                    timeout=self.timeout)
+            call = opener.get()
             for response in call:
                 if turn.cancelled:
                     return
@@ -84,7 +88,9 @@ class GoogleTextToSpeech:
         except gexc.GoogleAPICallError as exc:
             raise _provider_error(exc) from exc
         finally:
-            if call is not None and call.is_active():
+            if call is None:
+                opener.link_value(lambda g: g.value.cancel() if g.value.is_active() else None)
+            elif call.is_active():
                 call.cancel()
 
     def _unary(self, text: str, turn: TurnToken) -> Iterator[bytes]:
