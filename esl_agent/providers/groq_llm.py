@@ -8,7 +8,7 @@ import groq
 
 from esl_agent.config import HttpLlmSettings
 from esl_agent.providers.base import LlmEvent, Message, ToolSpec, TurnToken
-from esl_agent.providers.openai_chat import chat_stream, to_chat_messages, to_chat_tools
+from esl_agent.providers.openai_chat import chat_request, chat_stream
 
 DEFAULT_BASE_URL = "https://api.groq.com"
 
@@ -38,13 +38,6 @@ class GroqLanguageModel:
         self, messages: Sequence[Message], tools: Sequence[ToolSpec], turn: TurnToken
     ) -> Iterator[LlmEvent]:
         """Stream one reply: TextDelta..., ToolCall..., then Usage."""
-        request = {
-            "model": self.options.model,
-            "messages": to_chat_messages(messages),
-            "max_tokens": self.options.max_tokens,
-            "temperature": self.options.temperature,
-            "stream": True,  # Groq reports usage in the final chunk's x_groq
-        }
-        if tools:
-            request["tools"] = to_chat_tools(tools)
+        # Groq reports usage in the final chunk's x_groq (its SDK rejects stream_options)
+        request = chat_request(self.options, messages, tools)
         return chat_stream(self.client.chat.completions.create, groq, self.name, request, turn)

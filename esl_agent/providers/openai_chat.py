@@ -194,3 +194,18 @@ def _transport_modules() -> list[Any]:
         except ImportError:
             continue
     return found
+
+
+def chat_request(options: Any, messages: Sequence[Message], tools: Sequence[ToolSpec], **extra: Any) -> dict:
+    """The streaming chat-completions request both OpenAI and Groq take (`extra` adds vendor keys)."""
+    request: dict[str, Any] = {
+        "model": options.model,
+        "messages": to_chat_messages(messages),
+        "max_tokens": options.max_tokens,
+        "temperature": options.temperature,
+        "stream": True,
+        **extra,
+    }
+    if tools:
+        request["tools"] = to_chat_tools(tools)
+    return request

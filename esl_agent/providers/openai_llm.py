@@ -8,7 +8,7 @@ import openai
 
 from esl_agent.config import HttpLlmSettings
 from esl_agent.providers.base import LlmEvent, Message, ToolSpec, TurnToken
-from esl_agent.providers.openai_chat import chat_stream, to_chat_messages, to_chat_tools
+from esl_agent.providers.openai_chat import chat_request, chat_stream
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 
@@ -42,14 +42,5 @@ class OpenAiLanguageModel:
         self, messages: Sequence[Message], tools: Sequence[ToolSpec], turn: TurnToken
     ) -> Iterator[LlmEvent]:
         """Stream one reply: TextDelta..., ToolCall..., then Usage."""
-        request = {
-            "model": self.options.model,
-            "messages": to_chat_messages(messages),
-            "max_tokens": self.options.max_tokens,
-            "temperature": self.options.temperature,
-            "stream": True,
-            "stream_options": {"include_usage": True},
-        }
-        if tools:
-            request["tools"] = to_chat_tools(tools)
+        request = chat_request(self.options, messages, tools, stream_options={"include_usage": True})
         return chat_stream(self.client.chat.completions.create, openai, self.name, request, turn)

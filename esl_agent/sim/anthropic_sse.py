@@ -10,13 +10,10 @@ Run `python -m esl_agent.sim.anthropic_sse --port 8002` to serve it standalone.
 
 from __future__ import annotations
 
-import argparse
 import itertools
 import json
 from collections.abc import Iterator
 from typing import Any
-
-import gevent
 
 from esl_agent.sim.openai_sse import (
     Faults,
@@ -24,6 +21,7 @@ from esl_agent.sim.openai_sse import (
     ScriptedReply,
     SseHttpServer,
     _Exchange,
+    serve_main,
     split_fragments,
     split_words,
 )
@@ -111,26 +109,8 @@ def _event(name: str, payload: dict[str, Any]) -> bytes:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Serve the fake until interrupted."""
-    from esl_agent import runtime
-
-    runtime.init()
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--port", type=int, default=0)
-    parser.add_argument("--text", default="Hello! How can I help you today?")
-    parser.add_argument("--first-chunk-delay", type=float, default=0.0)
-    parser.add_argument("--chunk-delay", type=float, default=0.0)
-    parser.add_argument("--status", type=int, default=0)
-    args = parser.parse_args(argv)
-    server = AnthropicSseServer([ScriptedReply(text=args.text)], port=args.port)
-    server.faults = Faults(first_chunk_delay=args.first_chunk_delay, chunk_delay=args.chunk_delay,
-                           status=args.status)
-    server.start()
-    print(f"anthropic loopback on {server.url}", flush=True)
-    try:
-        gevent.wait()
-    except KeyboardInterrupt:
-        server.stop()
+    """Serve the Anthropic fake until interrupted."""
+    serve_main(AnthropicSseServer, "anthropic", argv)
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ Run `python -m esl_agent.sim.openai_sse --port 8001` to serve it standalone.
 
 from __future__ import annotations
 
+import abc
 import argparse
 import itertools
 import json
@@ -124,7 +125,7 @@ class _Exchange:
         self._watch.kill(block=False)
 
 
-class SseHttpServer:
+class SseHttpServer(abc.ABC):
     """A tiny HTTP/1.1 server (one request per connection) on 127.0.0.1 for SSE fakes.
 
     Subclasses implement `respond(exchange, record)` writing the status, headers and chunks.
@@ -170,8 +171,9 @@ class SseHttpServer:
         return self.requests
 
     # -- protocol
+    @abc.abstractmethod
     def respond(self, ex: _Exchange, record: RecordedRequest) -> None:
-        raise NotImplementedError
+        """Answer one recorded request in the vendor's format (each subclass is one vendor)."""
 
     def _handle(self, sock: Any, _addr: Any) -> None:
         record = self._read_request(sock)
@@ -338,27 +340,32 @@ def _sse(payload: dict[str, Any]) -> bytes:
     return b"data: " + json.dumps(payload).encode() + b"\n\n"
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Serve the fake until interrupted (for `make demo` and manual tries)."""
+def serve_main(server_class: type[SseHttpServer], label: str, argv: list[str] | None = None) -> None:
+    """Command line shared by the SSE fakes: one scripted reply, a few faults, serve until Ctrl-C."""
     from esl_agent import runtime
 
     runtime.init()
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=f"{label} loopback server")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--text", default="Hello! How can I help you today?")
     parser.add_argument("--first-chunk-delay", type=float, default=0.0)
     parser.add_argument("--chunk-delay", type=float, default=0.0)
     parser.add_argument("--status", type=int, default=0)
     args = parser.parse_args(argv)
-    server = OpenAiSseServer([ScriptedReply(text=args.text)], port=args.port)
+    server = server_class([ScriptedReply(text=args.text)], port=args.port)
     server.faults = Faults(first_chunk_delay=args.first_chunk_delay, chunk_delay=args.chunk_delay,
                            status=args.status)
     server.start()
-    print(f"openai-compatible loopback on {server.url}/v1", flush=True)
+    print(f"{label} loopback on {server.url}", flush=True)
     try:
         gevent.wait()
     except KeyboardInterrupt:
         server.stop()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Serve the OpenAI-compatible fake (base URL: <url>/v1)."""
+    serve_main(OpenAiSseServer, "openai-compatible", argv)
 
 
 if __name__ == "__main__":
